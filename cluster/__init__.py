@@ -1,0 +1,1 @@
+"""Driver side: job config, Ray start-up, actor groups, the pipeline runner and the `tether` CLI."""

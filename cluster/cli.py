@@ -1,0 +1,81 @@
+"""The `tether` command: run a pipeline, plan its actors, or generate from a checkpoint."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="tether", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the stages of a config")
+    run.add_argument("config")
+    run.add_argument("overrides", nargs="*", help="key=value, e.g. learner.num_ranks=2")
+    plan = sub.add_parser("plan", help="print which actors a config starts and check the cluster holds them")
+    plan.add_argument("config")
+    plan.add_argument("overrides", nargs="*")
+    gen = sub.add_parser("generate", help="sample a continuation from an HF checkpoint")
+    gen.add_argument("checkpoint")
+    gen.add_argument("prompt")
+    gen.add_argument("--temperature", type=float, default=0.8, help="<= 0 means greedy")
+    gen.add_argument("--top-k", type=int, default=40)
+    gen.add_argument("--top-p", type=float, default=1.0)
+    gen.add_argument("--max-new-tokens", type=int, default=64)
+    gen.add_argument("--seed", type=int, default=None)
+    gen.add_argument("--chat", action="store_true", help="wrap the prompt as a user turn (the RL prompt format)")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        if args.command == "run":
+            return _run(args.config, args.overrides)
+        if args.command == "plan":
+            return _plan(args.config, args.overrides)
+        return _generate(args)
+    except (ValueError, RuntimeError, FileNotFoundError, ConnectionError, KeyError) as e:
+        print(f"tether: error: {e}", file=sys.stderr)
+        return 2
+
+
+def _run(config: str, overrides: list[str]) -> int:
+    from cluster.config import load_job_config
+    from cluster.pipeline import run_pipeline
+    job = load_job_config(config, overrides)
+    paths = run_pipeline(job)
+    print(f"run written to {paths.root}")
+    return 0
+
+
+def _plan(config: str, overrides: list[str]) -> int:
+    from cluster.config import load_job_config
+    from cluster.plan import cluster_resources, format_plan, local_resources, plan_problems, plan_roles
+    from cluster.ray_cluster import cluster_address, connect
+    job = load_job_config(config, overrides)
+    address = cluster_address(job.cluster)
+    if address:
+        connect(job.cluster)
+        resources, where = cluster_resources(), address
+    else:
+        resources, where = local_resources(job.cluster.num_cpus), "embedded local Ray (not started)"
+    roles = plan_roles(job)
+    print(format_plan(roles, resources, where))
+    return 1 if plan_problems(roles, resources) else 0
+
+
+def _generate(args) -> int:
+    from rollout.reference_engine import Sampling, generate
+    from trainers.corpus import format_prompt
+    from trainers.model import load_causal_lm
+    from trainers.tokenizer import load_tokenizer
+    tokenizer = load_tokenizer(args.checkpoint)
+    model = load_causal_lm(args.checkpoint).eval()
+    text = format_prompt(args.prompt) if args.chat else args.prompt
+    prompt_ids = tokenizer(text)["input_ids"]
+    sampling = Sampling(args.temperature, args.top_k, args.top_p, args.max_new_tokens, args.seed)
+    new = generate(model, prompt_ids, sampling, tokenizer.eos_token_id)
+    print(args.prompt + tokenizer.decode(new, skip_special_tokens=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,26 @@
+"""Starting each role's actor group."""
+from __future__ import annotations
+
+from cluster.actor_group import ActorGroup, Bundle
+from trainers.config import LearnerConfig
+from trainers.learner import Learner
+
+
+def learner_env(cfg: LearnerConfig) -> dict[str, str]:
+    """Set before torch is imported in the actor process."""
+    return {
+        "DS_ACCELERATOR": "cuda" if cfg.gpus_per_rank > 0 else "cpu",
+        "OMP_NUM_THREADS": str(cfg.threads_per_rank),
+        "TOKENIZERS_PARALLELISM": "false",
+        "HF_HUB_OFFLINE": "1",
+    }
+
+
+def start_learners(cfg: LearnerConfig, model_dir: str, total_steps: int) -> ActorGroup[Learner]:
+    """One Learner actor per rank, joined in a process group, each holding `model_dir` under DeepSpeed."""
+    bundles = [Bundle(cfg.cpus_per_rank, cfg.gpus_per_rank)] * cfg.num_ranks
+    group = ActorGroup("learner", Learner, bundles, lambda rank: (rank, cfg.num_ranks, cfg, total_steps),
+                       timeout_s=cfg.timeout_s, env=learner_env(cfg))
+    host, port = group.rank0(lambda a: a.node_address.remote(), "find a rendezvous port")
+    group.every_rank(lambda a: a.setup.remote(host, port, model_dir), "join the process group and load the model")
+    return group

@@ -1,0 +1,131 @@
+"""The pipeline runner: the one place that knows the order of stages. Each stage reads what the
+previous one wrote under runs/<name>/ and writes its own output there."""
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from cluster.config import ConfigError, JobConfig, Stage, load_job_config, to_yaml
+from cluster.plan import check_plan, plan_roles
+
+
+@dataclass
+class RunPaths:
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def tokenizer(self) -> Path:
+        return self.root / "tokenizer"
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data"
+
+    def stage(self, stage: Stage) -> Path:
+        return self.root / stage.value
+
+
+class RunDirError(RuntimeError):
+    """The run directory cannot be used for this run."""
+
+
+def _identity(job: JobConfig) -> str:
+    """The parts of a config that define a run (how it is executed may change between invocations)."""
+    same = dataclasses.replace(job, resume=False, cluster=dataclasses.replace(job.cluster, address=None),
+                               pretrain=dataclasses.replace(job.pretrain, stop_after_steps=None),
+                               learner=dataclasses.replace(job.learner, timeout_s=0.0))
+    return to_yaml(same)
+
+
+def prepare_run_dir(job: JobConfig) -> RunPaths:
+    """Check the run directory against the config, then record the resolved config in it."""
+    paths = RunPaths(job.run_dir)
+    if paths.config.is_file():
+        try:
+            previous = load_job_config(paths.config)
+        except ConfigError:
+            previous = None
+        if previous is None or _identity(previous) != _identity(job):
+            raise RunDirError(f"{paths.root} already holds a different run (see its config.yaml); "
+                              f"choose another name=... or delete the folder")
+        if not job.resume:
+            for stage in Stage:
+                shutil.rmtree(paths.stage(stage), ignore_errors=True)
+    elif job.resume:
+        raise RunDirError(f"resume=true, but {paths.root} holds no run to resume")
+    paths.root.mkdir(parents=True, exist_ok=True)
+    tmp = paths.config.with_name("config.yaml.tmp")
+    tmp.write_text(to_yaml(job))
+    os.replace(tmp, paths.config)
+    return paths
+
+
+def run_pipeline(job: JobConfig) -> RunPaths:
+    needs_ray = any(role.count for role in plan_roles(job))
+    if needs_ray:
+        from cluster.ray_cluster import connect
+        connect(job.cluster)
+        check_plan(job)
+    paths = prepare_run_dir(job)
+    for stage in job.stages:
+        start = time.perf_counter()
+        STAGE_RUNNERS[stage](job, paths)
+        print(f"[{stage.value}] finished in {time.perf_counter() - start:.1f}s")
+    return paths
+
+
+def tokenizer_stage(job: JobConfig, paths: RunPaths) -> None:
+    from trainers.prepare import prepare_corpus
+    if job.resume and (paths.data / "meta.json").is_file() and (paths.tokenizer / "tokenizer.json").is_file():
+        print("[tokenizer] already done")
+        return
+    prepare_corpus(job.tokenizer, job.corpus, job.seed, job.model.max_seq_len, paths.tokenizer, paths.data)
+
+
+def pretrain_stage(job: JobConfig, paths: RunPaths) -> None:
+    from cluster.groups import start_learners
+    from trainers.pretrain import run_pretrain
+    out = paths.stage(Stage.pretrain)
+    if job.resume and (out / "model" / "config.json").is_file():
+        print("[pretrain] already done")
+        return
+    if not (paths.data / "meta.json").is_file():
+        raise RunDirError(f"pretrain needs the tokenizer stage's output in {paths.data}; add 'tokenizer' to stages")
+    model_dir = initial_model(job, paths)
+    learners = start_learners(job.learner, str(model_dir), job.pretrain.steps)
+    try:
+        run_pretrain(learners, job.pretrain, job.learner, paths.data, paths.tokenizer, out, job.seed, job.resume)
+    finally:
+        learners.shutdown()
+
+
+def initial_model(job: JobConfig, paths: RunPaths) -> Path:
+    """The HF directory the learners load: model.path, or a fresh Llama built once by the driver."""
+    from trainers.model import build_llama, check_causal_lm_dir, config_from_dir
+    from trainers.tokenizer import load_tokenizer
+    tokenizer = load_tokenizer(paths.tokenizer)
+    if job.model.path:
+        check_causal_lm_dir(job.model.path)
+        vocab = config_from_dir(job.model.path).vocab_size
+        if vocab < len(tokenizer):
+            raise ValueError(f"model {job.model.path} has {vocab} embeddings but the tokenizer has {len(tokenizer)} tokens")
+        return Path(job.model.path)
+    init = paths.stage(Stage.pretrain) / "init"
+    if not (init / "config.json").is_file():
+        tmp = init.with_name("init.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        build_llama(job.model, tokenizer, job.seed).save_pretrained(str(tmp), safe_serialization=True)
+        tokenizer.save_pretrained(str(tmp))
+        os.replace(tmp, init)
+    return init
+
+
+STAGE_RUNNERS = {Stage.tokenizer: tokenizer_stage, Stage.pretrain: pretrain_stage}

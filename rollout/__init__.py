@@ -1,0 +1,1 @@
+"""Generation: the Rollout record and the engines that produce rollouts."""

@@ -1,0 +1,50 @@
+import pytest
+
+from cluster.config import ConfigError, Stage, load_job_config
+
+
+def error(*overrides, path=None):
+    with pytest.raises(ConfigError) as e:
+        load_job_config(path, list(overrides))
+    return str(e.value)
+
+
+def test_tiny_recipe_loads():
+    job = load_job_config("configs/tiny.yaml", ["learner.num_ranks=2", "pretrain.steps=30"])
+    assert job.stages == [Stage.tokenizer, Stage.pretrain]
+    assert job.learner.num_ranks == 2 and job.pretrain.steps == 30
+    assert job.corpus.sources[1].options["max_digits"] == 2
+
+
+def test_unknown_key_names_key_and_allowed():
+    msg = error("learner.zero_stag=2")
+    assert "learner.zero_stag" in msg and "zero_stage" in msg
+
+
+def test_unknown_key_inside_list_entry():
+    msg = error("corpus.sources=[{kind: file, nme: x}]")
+    assert "'nme'" in msg and "SourceConfig" in msg and "name" in msg
+
+
+def test_wrong_type_and_enum():
+    assert "learner.zero_stage" in error("learner.zero_stage=abc")
+    msg = error("learner.precision=fp16")
+    assert "fp32" in msg and "bf16" in msg
+
+
+@pytest.mark.parametrize("override, words", [
+    ("learner.zero_stage=4", "allowed 0, 1, 2, 3"),
+    ("tokenizer.vocab_size=200", "needs at least 264"),
+    ("stages=[pretrain,tokenizer]", "pipeline order"),
+    ("model.hidden_size=100", "divisible"),
+    ("pretrain.seq_len=1000", "max_seq_len"),
+    ("corpus.sources=[{kind: file}]", "corpus.sources.0.name"),
+    ("corpus.sources.0.kind=file", "list is set whole"),
+    ("learner.warmup_steps=400", "warmup_steps"),
+])
+def test_impossible_combinations(override, words):
+    assert words in error(override)
+
+
+def test_missing_config_file():
+    assert "does not exist" in error(path="configs/nope.yaml")

@@ -1,0 +1,1 @@
+"""Learners, models, tokenizers, data and the training stages."""

