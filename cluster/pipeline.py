@@ -45,8 +45,8 @@ def _identity(job: JobConfig) -> str:
     return to_yaml(same)
 
 
-def prepare_run_dir(job: JobConfig) -> RunPaths:
-    """Check the run directory against the config, then record the resolved config in it."""
+def check_run_dir(job: JobConfig) -> RunPaths:
+    """Fail unless the run directory is new, or holds this same run (which resume=true continues)."""
     paths = RunPaths(job.run_dir)
     if paths.config.is_file():
         try:
@@ -56,25 +56,29 @@ def prepare_run_dir(job: JobConfig) -> RunPaths:
         if previous is None or _identity(previous) != _identity(job):
             raise RunDirError(f"{paths.root} already holds a different run (see its config.yaml); "
                               f"choose another name=... or delete the folder")
-        if not job.resume:
-            for stage in Stage:
-                shutil.rmtree(paths.stage(stage), ignore_errors=True)
     elif job.resume:
         raise RunDirError(f"resume=true, but {paths.root} holds no run to resume")
+    return paths
+
+
+def prepare_run_dir(job: JobConfig, paths: RunPaths) -> None:
+    """Start afresh (same config, resume=false) or keep what is there, and record the resolved config."""
+    if not job.resume:
+        for stage in Stage:
+            shutil.rmtree(paths.stage(stage), ignore_errors=True)
     paths.root.mkdir(parents=True, exist_ok=True)
     tmp = paths.config.with_name("config.yaml.tmp")
     tmp.write_text(to_yaml(job))
     os.replace(tmp, paths.config)
-    return paths
 
 
 def run_pipeline(job: JobConfig) -> RunPaths:
-    needs_ray = any(role.count for role in plan_roles(job))
-    if needs_ray:
+    paths = check_run_dir(job)
+    if any(role.count for role in plan_roles(job)):
         from cluster.ray_cluster import connect
         connect(job.cluster)
         check_plan(job)
-    paths = prepare_run_dir(job)
+    prepare_run_dir(job, paths)
     for stage in job.stages:
         start = time.perf_counter()
         STAGE_RUNNERS[stage](job, paths)

@@ -33,6 +33,8 @@ class StepResult:
     targets: int          # counted targets on this rank
     grad_norm: float      # global gradient norm before clipping
     lr: float             # learning rate used for this step
+    forward_backward_s: float  # seconds in forward and backward passes
+    optimizer_s: float         # seconds in engine.step(): gradient reduction across ranks, clipping, the update
 
 
 @dataclass

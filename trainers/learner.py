@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -94,8 +95,8 @@ class Learner:
     def train_step(self, batch: TokenBatch) -> StepResult:
         """Collective: one optimizer step over this rank's grad_accum micro-batches."""
         self.engine.train()
-        tokens = torch.as_tensor(batch.tokens, device=self.device)
-        mask = torch.as_tensor(batch.loss_mask, device=self.device) if batch.loss_mask is not None else None
+        tokens = torch.tensor(batch.tokens, device=self.device)
+        mask = torch.tensor(batch.loss_mask, device=self.device) if batch.loss_mask is not None else None
         micro = self.cfg.micro_batch
         if len(tokens) != micro * self.cfg.grad_accum:
             raise ValueError(f"rank {self.rank}: got {len(tokens)} sequences, expected micro_batch x grad_accum "
@@ -104,23 +105,33 @@ class Learner:
         # scaling by (grad_accum * world / global_targets) turns that into a token mean over the global batch.
         scale = self.cfg.grad_accum * self.world_size / batch.global_targets
         lr = self.engine.get_lr()[0]
-        nll_total, targets_total = 0.0, 0
+        nll_total, targets_total, compute_s, step_s, grad_norm = 0.0, 0, 0.0, 0.0, None
         for i in range(self.cfg.grad_accum):
             rows = slice(i * micro, (i + 1) * micro)
+            start = time.perf_counter()
             nll_sum, targets = self._forward_nll(tokens[rows], mask[rows] if mask is not None else None)
             self.engine.backward(nll_sum * scale)
+            middle = time.perf_counter()
+            if i == self.cfg.grad_accum - 1 and self.cfg.zero_stage == 0:
+                grad_norm = self._reduced_grad_norm()  # ZeRO 0 leaves the reduced gradients on the parameters
             self.engine.step()
+            compute_s, step_s = compute_s + middle - start, step_s + time.perf_counter() - middle
             nll_total += nll_sum.item()
             targets_total += int(targets.item())
-        grad_norm = self.engine.get_global_grad_norm()
-        return StepResult(nll_total, targets_total, float(grad_norm) if grad_norm is not None else float("nan"), lr)
+        if grad_norm is None:  # ZeRO 1-3 compute the global norm inside the step
+            grad_norm = float(self.engine.get_global_grad_norm() or 0.0)
+        return StepResult(nll_total, targets_total, grad_norm, lr, compute_s, step_s)
+
+    def _reduced_grad_norm(self) -> float:
+        grads = [p.grad for p in self.engine.module.parameters() if p.grad is not None]
+        return float(torch.nn.utils.get_total_norm(grads)) if grads else 0.0
 
     @torch.no_grad()
     def evaluate(self, batch: TokenBatch) -> EvalSums:
         """Collective under ZeRO-3 (parameters are gathered layer by layer)."""
         self.engine.eval()
-        tokens = torch.as_tensor(batch.tokens, device=self.device)
-        mask = torch.as_tensor(batch.loss_mask, device=self.device) if batch.loss_mask is not None else None
+        tokens = torch.tensor(batch.tokens, device=self.device)
+        mask = torch.tensor(batch.loss_mask, device=self.device) if batch.loss_mask is not None else None
         nll_sum, targets = self._forward_nll(tokens, mask)
         return EvalSums(float(nll_sum), int(targets))
 

@@ -1,0 +1,1 @@
+"""Benchmark scripts; each writes its table into docs/benchmarks.md."""

@@ -1,0 +1,70 @@
+"""Data-parallel invariance and exact resume of the DeepSpeed learner group on Ray."""
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from cluster.groups import start_learners
+from trainers.batches import TokenBatch
+from trainers.config import LearnerConfig, Optimizer, PretrainConfig, Precision
+from trainers.pretrain import run_pretrain
+from trainers.shards import PackedWindows
+
+pytestmark = pytest.mark.integration
+
+BASE = LearnerConfig(precision=Precision.fp32, cpus_per_rank=0.5, threads_per_rank=1, warmup_steps=0,
+                     timeout_s=300, lr=0.5, grad_clip=0.0)
+
+
+def one_step(cfg: LearnerConfig, model_dir: str, tokens: np.ndarray):
+    group = start_learners(cfg, model_dir, total_steps=10)
+    try:
+        batch = TokenBatch(tokens, None, tokens.shape[0] * (tokens.shape[1] - 1))
+        parts = group.sharded(batch.split(cfg.num_ranks), lambda a, b: a.train_step.remote(b), "train step")
+        weights = group.every_rank(lambda a: a.full_state_dict.remote(), "gather weights")[0]
+    finally:
+        group.shutdown()
+    return sum(p.nll_sum for p in parts) / sum(p.targets for p in parts), weights
+
+
+@pytest.mark.parametrize("stage", [1, 2, 3])
+def test_two_ranks_equal_one_rank(ray_cluster, tiny_corpus, stage):
+    """One SGD step on 2 ranks x micro-batch 4 equals 1 rank x micro-batch 8 (loss and weights)."""
+    tokens = PackedWindows(tiny_corpus / "data", "train", 32).gather(range(8))
+    cfg = dataclasses.replace(BASE, zero_stage=stage, optimizer=Optimizer.sgd)
+    loss2, w2 = one_step(dataclasses.replace(cfg, num_ranks=2, micro_batch=4), str(tiny_corpus / "init"), tokens)
+    loss1, w1 = one_step(dataclasses.replace(cfg, num_ranks=1, micro_batch=8), str(tiny_corpus / "init"), tokens)
+    init = load_file(str(tiny_corpus / "init" / "model.safetensors"))
+    assert abs(loss2 - loss1) < 1e-5
+    moved = max((w1[k] - init[k]).abs().max().item() for k in init)
+    assert moved > 1e-3  # the step did change the weights
+    assert max((w1[k] - w2[k]).abs().max().item() for k in w1) < 1e-5
+
+
+@pytest.mark.parametrize("stage", [2, 3])
+def test_resume_equals_uninterrupted(ray_cluster, tiny_corpus, tmp_path, stage):
+    """N steps straight == N/2 steps, the learners killed, and N/2 more resumed from the checkpoint."""
+    learner = dataclasses.replace(BASE, zero_stage=stage, num_ranks=2, micro_batch=2, grad_accum=2, lr=3e-3,
+                                  warmup_steps=2, grad_clip=1.0)
+    pre = PretrainConfig(steps=6, seq_len=32, eval_every=3, eval_batches=1, checkpoint_every=6)
+
+    def run(out, cfg, resume):
+        group = start_learners(learner, str(tiny_corpus / "init"), pre.steps)
+        try:
+            return run_pretrain(group, cfg, learner, tiny_corpus / "data", tiny_corpus / "tokenizer", out, 0, resume)
+        finally:
+            group.shutdown()  # kills the actors: nothing survives but the checkpoint
+
+    straight = run(tmp_path / "a", pre, False)
+    assert run(tmp_path / "b", dataclasses.replace(pre, stop_after_steps=3), False) is None
+    resumed = run(tmp_path / "b", pre, True)
+    wa, wb = load_file(str(straight / "model.safetensors")), load_file(str(resumed / "model.safetensors"))
+    assert max((wa[k] - wb[k]).abs().max().item() for k in wa) < 1e-6
+    logs = [[json.loads(x) for x in (tmp_path / d / "metrics.jsonl").read_text().splitlines()] for d in "ab"]
+    assert [r["step"] for r in logs[1]] == list(range(7))
+    assert abs(logs[0][-1]["train/loss"] - logs[1][-1]["train/loss"]) < 1e-6
+    assert abs(logs[0][-1]["val/loss"] - logs[1][-1]["val/loss"]) < 1e-6
+    assert logs[0][-1]["train/lr"] == logs[1][-1]["train/lr"]
