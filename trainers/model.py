@@ -30,7 +30,10 @@ def check_causal_lm_dir(path: str | Path) -> None:
     path = Path(path)
     if not (path / "config.json").is_file():
         raise ValueError(f"{path} is not an HF model directory (no config.json)")
-    model_type = json.loads((path / "config.json").read_text()).get("model_type")
+    config = json.loads((path / "config.json").read_text())
+    model_type, architectures = config.get("model_type"), config.get("architectures") or []
+    if architectures and not any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in architectures):
+        raise ValueError(f"{path} holds a {'/'.join(architectures)}, not a causal LM")
     if model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
         raise ValueError(f"{path} holds a '{model_type}' model, not a causal LM "
                          f"(transformers has no AutoModelForCausalLM for it)")

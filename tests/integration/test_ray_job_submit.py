@@ -6,6 +6,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import psutil
@@ -53,10 +54,13 @@ def head(tmp_path):
 def test_job_submit_runs_the_pipeline_on_the_cluster(head, tmp_path):
     address, env = head
     runs = tmp_path / "runs"
-    done = subprocess.run(
-        [str(Path(sys.executable).parent / "ray"), "job", "submit", "--address", address, "--working-dir", str(ROOT),
-         "--", "tether", "run", "configs/tiny.yaml", "name=job", f"runs_dir={runs}", *SHORT],
-        env=env, capture_output=True, text=True, timeout=600)
+    submit = [str(Path(sys.executable).parent / "ray"), "job", "submit", "--address", address, "--working-dir",
+              str(ROOT), "--", "tether", "run", "configs/tiny.yaml", "name=job", f"runs_dir={runs}", *SHORT]
+    for _ in range(24):  # a fresh head takes a few seconds before its job agent accepts work
+        done = subprocess.run(submit, env=env, capture_output=True, text=True, timeout=600)
+        if "No available agent" not in done.stderr:
+            break
+        time.sleep(5)
     assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
     assert "succeeded" in done.stdout
     assert (runs / "job" / "pretrain" / "model" / "model.safetensors").is_file()

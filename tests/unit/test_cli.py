@@ -50,8 +50,11 @@ def test_unreachable_ray_address(capsys, tmp_path):
 def test_model_dir_that_is_not_a_causal_lm(tmp_path):
     with pytest.raises(ValueError, match="no config.json"):
         check_causal_lm_dir(tmp_path)
-    (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert"}))
-    with pytest.raises(ValueError, match="'bert' model, not a causal LM"):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert", "architectures": ["BertForMaskedLM"]}))
+    with pytest.raises(ValueError, match="BertForMaskedLM, not a causal LM"):
+        check_causal_lm_dir(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "vit"}))
+    with pytest.raises(ValueError, match="'vit' model, not a causal LM"):
         check_causal_lm_dir(tmp_path)
 
 
@@ -61,6 +64,6 @@ def test_missing_and_empty_corpus(capsys, tmp_path):
     assert code == 2 and "does not exist" in err
     (tmp_path / "empty.jsonl").write_text("")
     code, _, err = run_cli(capsys, "run", "configs/tiny.yaml", f"runs_dir={tmp_path}", "stages=[tokenizer]",
-                           f"corpus.sources=[{{kind: file, name: {tmp_path}/empty.jsonl}}]")
+                           "name=empty", f"corpus.sources=[{{kind: file, name: {tmp_path}/empty.jsonl}}]")
     assert code == 2 and "corpus is empty" in err
-    assert not (tmp_path / "tiny" / "data").exists() and not (tmp_path / "tiny" / "tokenizer").exists()
+    assert not (tmp_path / "empty" / "data").exists() and not (tmp_path / "empty" / "tokenizer").exists()
