@@ -44,6 +44,8 @@ class Learner:
         """Collective: join the process group, load the model from `model_dir`, wrap it in DeepSpeed.
         Returns the number of parameters."""
         import deepspeed
+        # DeepSpeed JIT-compiles a shared-memory op (~30 s on CPU) used only by inference all-reduce.
+        deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
         backend = "nccl" if self.device.type == "cuda" else "gloo"
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
