@@ -34,7 +34,7 @@ class RoleError(RuntimeError):
 
 def place_role(role: str, bundles: list[Bundle], timeout_s: float) -> PlacementGroup:
     """Reserve one bundle per actor of `role`, packed onto as few nodes as possible."""
-    group = placement_group([b.resources() for b in bundles], strategy="PACK", name=f"tether-{role}")
+    group = placement_group([b.resources() for b in bundles], strategy="PACK")
     try:
         ray.get(group.ready(), timeout=timeout_s)
     except GetTimeoutError:
@@ -64,7 +64,11 @@ class ActorGroup(Generic[A]):
 
     def every_rank(self, call: Callable[[Any], ray.ObjectRef], what: str) -> list:
         """The same call on every rank (collectives such as a ZeRO-3 gather need all of them)."""
-        return self._wait([call(a) for a in self.actors], what)
+        return self.start_every_rank(call).result(what)
+
+    def start_every_rank(self, call: Callable[[Any], ray.ObjectRef]) -> "Pending":
+        """every_rank without waiting: for collectives whose other members are in another role."""
+        return Pending(self, [call(a) for a in self.actors])
 
     def sharded(self, shards: Sequence, call: Callable[[Any, Any], ray.ObjectRef], what: str) -> list:
         """Shard r goes to rank r."""
@@ -96,3 +100,13 @@ class ActorGroup(Generic[A]):
         for a in self.actors:
             ray.kill(a)
         remove_placement_group(self.placement)
+
+
+@dataclass
+class Pending:
+    """Calls in flight on every rank of a group; result() waits for them, bounded as any group call."""
+    group: ActorGroup
+    refs: list
+
+    def result(self, what: str) -> list:
+        return self.group._wait(self.refs, what)

@@ -63,7 +63,8 @@ def _plan(config: str, overrides: list[str]) -> int:
 
 
 def _generate(args) -> int:
-    from rollout.reference_engine import Sampling, generate
+    from rollout.reference_engine import generate
+    from rollout.types import Sampling
     from trainers.corpus import format_prompt
     from trainers.model import load_causal_lm
     from trainers.tokenizer import load_tokenizer
@@ -71,7 +72,8 @@ def _generate(args) -> int:
     model = load_causal_lm(args.checkpoint).eval()
     text = format_prompt(args.prompt) if args.chat else args.prompt
     prompt_ids = tokenizer(text)["input_ids"]
-    sampling = Sampling(args.temperature, args.top_k, args.top_p, args.max_new_tokens, args.seed)
+    sampling = Sampling(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                        max_new_tokens=args.max_new_tokens, seed=args.seed)
     new = generate(model, prompt_ids, sampling, tokenizer.eos_token_id)
     print(args.prompt + tokenizer.decode(new, skip_special_tokens=True))
     return 0

@@ -2,32 +2,9 @@
 with temperature, top-k and top-p from eq. (1)/(10). Small and slow; the check on faster engines."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Optional
-
 import torch
 
-
-@dataclass
-class Sampling:
-    temperature: float = 1.0
-    """tau in eq. (1); <= 0 means greedy (argmax), the tau -> 0 limit."""
-    top_k: int = 0
-    """Keep only the k most likely tokens (0 = all)."""
-    top_p: float = 1.0
-    """Keep the smallest set of tokens whose probability reaches top_p, in (0, 1]."""
-    max_new_tokens: int = 64
-    """Stop after this many generated tokens."""
-    seed: Optional[int] = None
-    """Seeds the sampler (None: nondeterministic)."""
-
-    def __post_init__(self):
-        if not 0.0 < self.top_p <= 1.0:
-            raise ValueError(f"top_p={self.top_p}: must be in (0, 1]")
-        if self.top_k < 0:
-            raise ValueError(f"top_k={self.top_k}: must be >= 0")
-        if self.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens={self.max_new_tokens}: must be >= 1")
+from rollout.types import FinishReason, Sampling
 
 
 def next_token_distribution(logits: torch.Tensor, s: Sampling) -> torch.Tensor:
@@ -48,26 +25,64 @@ def next_token_distribution(logits: torch.Tensor, s: Sampling) -> torch.Tensor:
 
 
 @torch.no_grad()
-def generate(model, prompt_ids: list[int], s: Sampling, eos_id: int | None) -> list[int]:
-    """Sample a continuation of one prompt, one token at a time, reusing the KV cache: each new
-    token costs one forward over one position instead of over the whole prefix."""
+def sample_continuation(model, prompt_ids: list[int], s: Sampling, eos_id: int | None, generator: torch.Generator,
+                        stopped=lambda ids: False) -> tuple[list[int], list[float], FinishReason]:
+    """Sample one continuation token by token, reusing the KV cache: each new token costs one forward
+    over one position instead of over the whole prefix. Returns (token ids, log pi of each under the
+    untempered model, why it ended)."""
     device = next(model.parameters()).device
-    generator = torch.Generator(device=device)
-    if s.seed is not None:
-        generator.manual_seed(s.seed)
-    else:
-        generator.seed()
-    ids = torch.tensor([prompt_ids], device=device)
-    out = model(input_ids=ids, use_cache=True)
-    cache, logits, new = out.past_key_values, out.logits[:, -1], []
+    out = model(input_ids=torch.tensor([prompt_ids], device=device), use_cache=True)
+    cache, logits = out.past_key_values, out.logits[:, -1].float()            # [1, V]
+    ids, logprobs = [], []
     for _ in range(s.max_new_tokens):
         if s.temperature <= 0:
             token = int(logits.argmax(dim=-1))
         else:
             token = int(torch.multinomial(next_token_distribution(logits, s), 1, generator=generator))
-        new.append(token)
+        ids.append(token)
+        logprobs.append(float(torch.log_softmax(logits, dim=-1)[0, token]))
         if token == eos_id:
-            break
+            return ids, logprobs, FinishReason.eos
+        if stopped(ids):
+            return ids, logprobs, FinishReason.stop
         out = model(input_ids=torch.tensor([[token]], device=device), past_key_values=cache, use_cache=True)
-        cache, logits = out.past_key_values, out.logits[:, -1]
-    return new
+        cache, logits = out.past_key_values, out.logits[:, -1].float()
+    return ids, logprobs, FinishReason.length
+
+
+def generate(model, prompt_ids: list[int], s: Sampling, eos_id: int | None) -> list[int]:
+    """One continuation's token ids (for `tether generate`)."""
+    generator = torch.Generator(device=next(model.parameters()).device)
+    generator.manual_seed(s.seed) if s.seed is not None else generator.seed()
+    return sample_continuation(model, prompt_ids, s, eos_id, generator)[0]
+
+
+class ReferenceEngine:
+    """The rollout-engine interface on plain transformers: used where vLLM is not installed, and as
+    the check on vLLM. One prompt at a time; small models only."""
+
+    def __init__(self, model_dir: str, seed: int):
+        from trainers.model import load_causal_lm
+        from trainers.tokenizer import load_tokenizer
+        self.model = load_causal_lm(model_dir).eval()
+        self.tokenizer = load_tokenizer(model_dir)
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def generate(self, prompts: list[list[int]], s: Sampling) -> list[list[tuple[list[int], list[float], FinishReason]]]:
+        if s.seed is not None:
+            self.generator.manual_seed(s.seed)
+        eos = self.tokenizer.eos_token_id
+
+        def stopped(ids: list[int]) -> bool:
+            return bool(s.stop) and self.tokenizer.decode(ids).endswith(tuple(s.stop))
+
+        return [[sample_continuation(self.model, p, s, eos, self.generator, stopped) for _ in range(s.n)]
+                for p in prompts]
+
+    def load_weights(self, weights) -> None:
+        state = dict(weights)
+        missing = set(self.model.state_dict()) - set(state)
+        tied = {"lm_head.weight"} if self.model.config.tie_word_embeddings else set()
+        if missing - tied:
+            raise KeyError(f"weights are missing {sorted(missing - tied)[:5]}")
+        self.model.load_state_dict(state, strict=False)

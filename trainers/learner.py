@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from rollout.weight_sync import TensorSpec, open_group, send_bucket
 from trainers.batches import EvalSums, StepResult, TokenBatch
 from trainers.config import LearnerConfig, Optimizer, Precision
 from trainers.losses import token_nll
@@ -136,6 +137,40 @@ class Learner:
         mask = torch.tensor(batch.loss_mask, device=self.device) if batch.loss_mask is not None else None
         nll_sum, targets = self._forward_nll(tokens, mask)
         return EvalSums(float(nll_sum), int(targets))
+
+    @torch.no_grad()
+    def logprobs(self, batch: TokenBatch) -> list[np.ndarray]:
+        """Collective under ZeRO-3: log pi_theta(x_{t+1} | x_<=t) of every target token of every row, in fp32,
+        with no temperature (the model's own distribution). Returns one [T] array per row."""
+        self.engine.eval()
+        tokens = torch.tensor(batch.tokens, device=self.device)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.precision == Precision.bf16):
+            logits = self.engine(input_ids=tokens[:, :-1]).logits                  # [B, T, V]
+        logp = torch.log_softmax(logits.float(), dim=-1)                          # [B, T, V]
+        picked = logp.gather(-1, tokens[:, 1:, None]).squeeze(-1)                 # [B, T]
+        return list(picked.cpu().numpy())
+
+    def weight_specs(self) -> list[TensorSpec]:
+        """Names, full shapes and dtypes of the weights a sync sends. Tied weights go under both names:
+        vLLM's CPU backend keeps its own repacked copy of lm_head even when it is tied to the embedding."""
+        return [TensorSpec(name, list(getattr(p, "ds_shape", p.shape)), str(p.dtype).removeprefix("torch."))
+                for name, p in self.engine.module.named_parameters(remove_duplicate=False)]
+
+    def join_weight_sync(self, host: str, port: int, world_size: int) -> None:
+        """Rank 0 joins (as rank 0) the process group it shares with the rollout workers."""
+        if self.rank == 0:
+            self.sync_group = open_group(host, port, 0, world_size, self.cfg.timeout_s)
+
+    def push_weights(self, buckets: list[list[TensorSpec]]) -> None:
+        """Collective: under ZeRO-3 every rank gathers each bucket's shards; rank 0 broadcasts it."""
+        import deepspeed
+        params = dict(self.engine.module.named_parameters(remove_duplicate=False))
+        for bucket in buckets:
+            tensors = [params[spec.name] for spec in bucket]
+            distinct = list({id(t): t for t in tensors}.values())
+            with deepspeed.zero.GatheredParameters(distinct, enabled=self.cfg.zero_stage == 3):
+                if self.rank == 0:
+                    send_bucket(self.sync_group, [t.data for t in tensors])
 
     def full_state_dict(self) -> dict[str, torch.Tensor] | None:
         """Collective: the full fp32 weights (gathered from the ZeRO-3 shards) on rank 0; None elsewhere."""

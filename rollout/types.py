@@ -1,0 +1,50 @@
+"""Records that cross the rollout boundary: sampling settings in, Rollouts out (token ids, never text)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Optional
+
+
+@dataclass
+class Sampling:
+    temperature: float = 1.0
+    """tau in eq. (1); <= 0 means greedy (argmax), the tau -> 0 limit."""
+    top_k: int = 0
+    """Keep only the k most likely tokens (0 = all)."""
+    top_p: float = 1.0
+    """Keep the smallest set of tokens whose probability reaches top_p, in (0, 1]."""
+    n: int = 1
+    """Samples per prompt."""
+    max_new_tokens: int = 64
+    """Stop after this many generated tokens."""
+    stop: list[str] = field(default_factory=list)
+    """Stop once the response text ends with one of these (the tokens that spelled it stay in the response)."""
+    seed: Optional[int] = None
+    """Seeds the sampler (None: nondeterministic). vLLM engines are seeded once, at start-up."""
+
+    def __post_init__(self):
+        if not 0.0 < self.top_p <= 1.0:
+            raise ValueError(f"top_p={self.top_p}: must be in (0, 1]")
+        if self.top_k < 0:
+            raise ValueError(f"top_k={self.top_k}: must be >= 0 (0 = no top-k)")
+        if self.n < 1:
+            raise ValueError(f"n={self.n}: must be >= 1")
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens={self.max_new_tokens}: must be >= 1")
+
+
+class FinishReason(Enum):
+    eos = "eos"
+    length = "length"
+    stop = "stop"
+
+
+@dataclass
+class Rollout:
+    """One sampled response y to a prompt x."""
+    prompt_ids: list[int]        # x, [P]
+    response_ids: list[int]      # y, [R]
+    logprobs: list[float]        # [R] log pi_theta(y_t | x, y_<t) of the untempered model (what the learner computes)
+    finish_reason: FinishReason
+    policy_version: int          # the weights it was sampled under (0 = the stage's initial weights)

@@ -1,0 +1,64 @@
+"""Moving weights from learner rank 0 to every rollout worker over a process group of their own
+(gloo on CPU; not DeepSpeed's default group), in buckets of many tensors per broadcast.
+
+Both sides plan the same buckets from the same TensorSpec list, so only raw bytes cross the wire."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Iterator
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass
+class TensorSpec:
+    name: str          # checkpoint (HF) name, e.g. model.layers.0.self_attn.q_proj.weight
+    shape: list[int]   # full (unsharded) shape
+    dtype: str         # torch dtype name, e.g. float32
+
+    @property
+    def numel(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+
+def plan_buckets(specs: list[TensorSpec], bucket_bytes: int) -> list[list[TensorSpec]]:
+    """Consecutive tensors of one dtype packed into buckets of at most bucket_bytes (a larger tensor
+    travels alone)."""
+    buckets: list[list[TensorSpec]] = []
+    size = 0
+    for spec in specs:
+        nbytes = spec.numel * torch.empty(0, dtype=getattr(torch, spec.dtype)).element_size()
+        if not buckets or size + nbytes > bucket_bytes or buckets[-1][0].dtype != spec.dtype:
+            buckets.append([])
+            size = 0
+        buckets[-1].append(spec)
+        size += nbytes
+    return buckets
+
+
+def open_group(host: str, port: int, rank: int, world_size: int, timeout_s: float) -> dist.ProcessGroupGloo:
+    """Rank 0 (learner rank 0) hosts the rendezvous store; every member must call this at once."""
+    timeout = timedelta(seconds=timeout_s)
+    store = dist.TCPStore(host, port, world_size, rank == 0, timeout=timeout)
+    return dist.ProcessGroupGloo(store, rank, world_size, timeout)
+
+
+def send_bucket(group: dist.ProcessGroupGloo, tensors: list[torch.Tensor]) -> None:
+    flat = torch.cat([t.detach().reshape(-1).cpu() for t in tensors])
+    group.broadcast(flat, 0).wait()
+
+
+def receive_buckets(group: dist.ProcessGroupGloo, buckets: list[list[TensorSpec]]) -> Iterator[tuple[str, torch.Tensor]]:
+    """(name, tensor) pairs, one bucket at a time, in the order the sender sends them."""
+    for bucket in buckets:
+        flat = torch.empty(sum(s.numel for s in bucket), dtype=getattr(torch, bucket[0].dtype))
+        group.broadcast(flat, 0).wait()
+        offset = 0
+        for spec in bucket:
+            yield spec.name, flat[offset:offset + spec.numel].view(spec.shape)
+            offset += spec.numel

@@ -1,0 +1,96 @@
+"""RolloutWorker: one engine (vLLM or the reference engine) behind one small interface, run as a
+Ray actor. Calls run one at a time, so no generation ever sees half-loaded weights."""
+from __future__ import annotations
+
+import os
+
+from rollout.config import EngineKind, RolloutConfig
+from rollout.types import FinishReason, Rollout, Sampling
+from rollout.weight_sync import TensorSpec, open_group, receive_buckets
+
+
+class VllmEngine:
+    def __init__(self, model_dir: str, cfg: RolloutConfig):
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # the engine lives in this actor's process
+        from vllm import LLM
+        self.llm = LLM(model=model_dir, dtype=cfg.dtype, seed=cfg.seed, enforce_eager=True,
+                       kv_cache_memory_bytes=int(cfg.kv_cache_gib * 2**30),
+                       tensor_parallel_size=cfg.tensor_parallel_size, max_model_len=cfg.max_model_len,
+                       worker_extension_cls="rollout.weight_receiver.WeightReceiver")
+
+    def generate(self, prompts: list[list[int]], s: Sampling) -> list[list[tuple[list[int], list[float], FinishReason]]]:
+        from vllm import SamplingParams
+        params = SamplingParams(n=s.n, temperature=max(s.temperature, 0.0), top_k=s.top_k, top_p=s.top_p,
+                                max_tokens=s.max_new_tokens, stop=s.stop or None, logprobs=0)
+        outs = self.llm.generate([{"prompt_token_ids": p} for p in prompts], params, use_tqdm=False)
+        return [[_completion(c) for c in out.outputs] for out in outs]
+
+    def vocab_size(self) -> int:
+        return self.llm.llm_engine.model_config.get_vocab_size()
+
+    def join_sync_group(self, host: str, port: int, rank: int, world: int, timeout_s: float) -> None:
+        self.llm.collective_rpc("tether_join_sync_group", args=(host, port, rank, world, timeout_s))
+
+    def receive_weights(self, buckets: list[list[TensorSpec]]) -> None:
+        plan = [[[s.name, s.shape, s.dtype] for s in bucket] for bucket in buckets]
+        self.llm.collective_rpc("tether_receive_weights", args=(plan,))
+        self.llm.reset_prefix_cache()  # cached KV blocks were computed with the old weights
+
+
+def _completion(c) -> tuple[list[int], list[float], FinishReason]:
+    ids = list(c.token_ids)
+    logprobs = [step[token].logprob for step, token in zip(c.logprobs, ids)]
+    if c.finish_reason == "length":
+        reason = FinishReason.length
+    else:
+        reason = FinishReason.stop if isinstance(c.stop_reason, str) else FinishReason.eos
+    return ids, logprobs, reason
+
+
+class ReferenceWorkerEngine:
+    """The reference engine plus the weight-sync endpoint that vLLM gets from its worker extension."""
+
+    def __init__(self, model_dir: str, cfg: RolloutConfig):
+        from rollout.reference_engine import ReferenceEngine
+        self.engine = ReferenceEngine(model_dir, cfg.seed)
+        self.group = None
+
+    def generate(self, prompts, s):
+        return self.engine.generate(prompts, s)
+
+    def vocab_size(self) -> int:
+        return self.engine.model.config.vocab_size
+
+    def join_sync_group(self, host: str, port: int, rank: int, world: int, timeout_s: float) -> None:
+        self.group = open_group(host, port, rank, world, timeout_s)
+
+    def receive_weights(self, buckets: list[list[TensorSpec]]) -> None:
+        self.engine.load_weights((name, t.clone()) for name, t in receive_buckets(self.group, buckets))
+
+
+ENGINES = {EngineKind.vllm: VllmEngine, EngineKind.reference: ReferenceWorkerEngine}
+
+
+class RolloutWorker:
+    def __init__(self, index: int, model_dir: str, cfg: RolloutConfig, version: int):
+        self.index, self.cfg, self.version = index, cfg, version
+        self.engine = ENGINES[cfg.engine](model_dir, cfg)
+
+    def generate(self, prompts: list[list[int]], s: Sampling) -> list[list[Rollout]]:
+        """n Rollouts per prompt, stamped with the version of the weights that sampled them."""
+        return [[Rollout(p, ids, lps, reason, self.version) for ids, lps, reason in samples]
+                for p, samples in zip(prompts, self.engine.generate(prompts, s))]
+
+    def join_sync_group(self, host: str, port: int, rank: int, world: int, timeout_s: float) -> None:
+        self.engine.join_sync_group(host, port, rank, world, timeout_s)
+
+    def receive_weights(self, buckets: list[list[TensorSpec]], version: int) -> int:
+        self.engine.receive_weights(buckets)
+        self.version = version
+        return version
+
+    def policy_version(self) -> int:
+        return self.version
+
+    def vocab_size(self) -> int:
+        return self.engine.vocab_size()
