@@ -15,9 +15,16 @@ def main(argv: list[str] | None = None) -> int:
     plan = sub.add_parser("plan", help="print which actors a config starts and check the cluster holds them")
     plan.add_argument("config")
     plan.add_argument("overrides", nargs="*")
-    gen = sub.add_parser("generate", help="sample a continuation from an HF checkpoint")
+    gen = sub.add_parser("generate", help="sample continuations from an HF checkpoint: one prompt in this process, "
+                                          "or a jsonl file of prompts through the rollout workers")
     gen.add_argument("checkpoint")
-    gen.add_argument("prompt")
+    gen.add_argument("prompt", nargs="?", help="one prompt (uses the reference engine in this process)")
+    gen.add_argument("--prompts", help="jsonl file with a 'prompt' field per line (uses the rollout workers)")
+    gen.add_argument("--out", help="with --prompts: where to write the jsonl of responses")
+    gen.add_argument("--n", type=int, default=1, help="samples per prompt")
+    gen.add_argument("--engine", choices=["vllm", "reference"], default="vllm")
+    gen.add_argument("--workers", type=int, default=1, help="rollout workers")
+    gen.add_argument("--batch", type=int, default=32, help="prompts per call to the workers")
     gen.add_argument("--temperature", type=float, default=0.8, help="<= 0 means greedy")
     gen.add_argument("--top-k", type=int, default=40)
     gen.add_argument("--top-p", type=float, default=1.0)
@@ -63,6 +70,10 @@ def _plan(config: str, overrides: list[str]) -> int:
 
 
 def _generate(args) -> int:
+    if (args.prompt is None) == (args.prompts is None):
+        raise ValueError("give either one prompt or --prompts FILE.jsonl")
+    if args.prompts:
+        return _generate_file(args)
     from rollout.reference_engine import generate
     from rollout.types import Sampling
     from trainers.corpus import format_prompt
@@ -76,6 +87,55 @@ def _generate(args) -> int:
                         max_new_tokens=args.max_new_tokens, seed=args.seed)
     new = generate(model, prompt_ids, sampling, tokenizer.eos_token_id)
     print(args.prompt + tokenizer.decode(new, skip_special_tokens=True))
+    return 0
+
+
+def _generate_file(args) -> int:
+    import json
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from cluster.config import ClusterConfig
+    from cluster.ray_cluster import connect
+    from cluster.rollout_pool import RolloutPool
+    from rollout.config import EngineKind, RolloutConfig
+    from rollout.types import Sampling
+    from trainers.corpus import format_prompt
+    from trainers.model import config_from_dir
+    from trainers.tokenizer import load_tokenizer
+    if not args.out:
+        raise ValueError("--prompts needs --out FILE.jsonl")
+    rows = [json.loads(line) for line in Path(args.prompts).read_text().splitlines() if line.strip()]
+    if not rows:
+        raise ValueError(f"{args.prompts} holds no prompts")
+    missing = [i for i, r in enumerate(rows) if "prompt" not in r]
+    if missing:
+        raise KeyError(f"{args.prompts}: line {missing[0] + 1} has no 'prompt' field")
+    tokenizer = load_tokenizer(args.checkpoint)
+    texts = [format_prompt(r["prompt"]) if args.chat else r["prompt"] for r in rows]
+    sampling = Sampling(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, n=args.n,
+                        max_new_tokens=args.max_new_tokens, seed=args.seed)
+    connect(ClusterConfig())
+    cfg = RolloutConfig(engine=EngineKind(args.engine), num_workers=args.workers, seed=args.seed or 0,
+                        cpus_per_worker=min(1.0, (os.cpu_count() or 1) / args.workers))
+    pool = RolloutPool(cfg, args.checkpoint, config_from_dir(args.checkpoint).max_position_embeddings)
+    out = Path(args.out)
+    tmp = out.with_name(out.name + ".tmp")
+    try:
+        with tmp.open("w") as f, tqdm(total=len(rows), desc="generate", unit="prompt") as bar:
+            for start in range(0, len(rows), args.batch):
+                chunk = texts[start:start + args.batch]
+                for text, group in zip(chunk, pool.generate([tokenizer(t)["input_ids"] for t in chunk], sampling)):
+                    f.write(json.dumps({"prompt": text, "prompt_ids": group[0].prompt_ids, "responses": [
+                        {"text": tokenizer.decode(r.response_ids, skip_special_tokens=True),
+                         "token_ids": r.response_ids, "logprobs": r.logprobs, "finish_reason": r.finish_reason.value}
+                        for r in group]}) + "\n")
+                bar.update(len(chunk))
+        os.replace(tmp, out)
+    finally:
+        pool.shutdown()
+    print(f"wrote {len(rows)} prompts x {args.n} responses to {out}")
     return 0
 
 

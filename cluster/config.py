@@ -11,6 +11,8 @@ from typing import Optional
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
+from rollout.config import RolloutConfig
+from rollout.types import Sampling
 from trainers.config import (CorpusConfig, LearnerConfig, ModelConfig, PretrainConfig,
                              TokenizerConfig)
 from trainers.tokenizer import SPECIAL_TOKENS
@@ -53,6 +55,8 @@ class JobConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     learner: LearnerConfig = field(default_factory=LearnerConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    sampling: Sampling = field(default_factory=Sampling)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
 
     @property
@@ -83,6 +87,8 @@ def load_job_config(path: str | Path | None, overrides: list[str] = ()) -> JobCo
         job: JobConfig = OmegaConf.to_object(merged)
     except OmegaConfBaseException as e:
         raise ConfigError(_explain(e)) from None
+    except ValueError as e:  # Sampling is the one record that checks itself (__post_init__)
+        raise ConfigError(f"sampling.{e}") from None
     validate(job)
     return job
 
@@ -132,6 +138,13 @@ def validate(job: JobConfig) -> None:
          "pretrain.eval_every, checkpoint_every, eval_batches: must be >= 1")
     need(p.stop_after_steps is None or p.stop_after_steps >= 1, "pretrain.stop_after_steps: must be >= 1 or null")
     need(lr.warmup_steps < p.steps, f"learner.warmup_steps={lr.warmup_steps} must be below pretrain.steps={p.steps}")
+    ro = job.rollout
+    need(ro.num_workers >= 1, "rollout.num_workers: must be >= 1")
+    need(ro.dtype in ("float32", "bfloat16"), f"rollout.dtype={ro.dtype}: allowed float32, bfloat16")
+    need(ro.tensor_parallel_size == 1 or ro.gpus_per_worker >= ro.tensor_parallel_size,
+         f"rollout.tensor_parallel_size={ro.tensor_parallel_size} needs rollout.gpus_per_worker >= it")
+    need(ro.kv_cache_gib > 0 and ro.timeout_s > 0 and ro.sync_bucket_mb > 0,
+         "rollout.kv_cache_gib, timeout_s, sync_bucket_mb: must be > 0")
     for i, s in enumerate(job.corpus.sources):
         need(s.kind.value in ("shakespeare",) or bool(s.name), f"corpus.sources.{i}.name: required for kind {s.kind.value}")
         need(s.count >= 0, f"corpus.sources.{i}.count: must be >= 0")

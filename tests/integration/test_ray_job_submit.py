@@ -39,9 +39,13 @@ def head(tmp_path):
     if not (Path.home() / ".ray" / "auth_token").is_file():
         subprocess.run([ray_cli, "get-auth-token", "--generate"], env=env, check=True, capture_output=True)
     port, dashboard = free_port(), free_port()
+    # Every port of its own: another local Ray (the session's embedded one) holds the defaults, and a
+    # dashboard agent that cannot bind them never registers ("No available agent to submit job").
+    ports = [f"--{name}={free_port()}" for name in ("dashboard-agent-listen-port", "dashboard-agent-grpc-port",
+                                                     "metrics-export-port", "runtime-env-agent-port")]
     subprocess.run([ray_cli, "start", "--head", f"--port={port}", f"--dashboard-port={dashboard}", "--num-cpus=2",
-                    f"--temp-dir={temp_dir}", "--disable-usage-stats"], env=env, check=True, capture_output=True,
-                   timeout=120)
+                    f"--temp-dir={temp_dir}", "--disable-usage-stats", *ports], env=env, check=True,
+                   capture_output=True, timeout=120)
     try:
         yield f"http://127.0.0.1:{dashboard}", env
     finally:
@@ -56,7 +60,7 @@ def test_job_submit_runs_the_pipeline_on_the_cluster(head, tmp_path):
     runs = tmp_path / "runs"
     submit = [str(Path(sys.executable).parent / "ray"), "job", "submit", "--address", address, "--working-dir",
               str(ROOT), "--", "tether", "run", "configs/tiny.yaml", "name=job", f"runs_dir={runs}", *SHORT]
-    for _ in range(24):  # a fresh head takes a few seconds before its job agent accepts work
+    for _ in range(6):  # a fresh head takes a few seconds before its job agent accepts work
         done = subprocess.run(submit, env=env, capture_output=True, text=True, timeout=600)
         if "No available agent" not in done.stderr:
             break
