@@ -25,6 +25,7 @@ from cluster.rollout_pool import RolloutPool  # noqa: E402
 from rollout.config import RolloutConfig  # noqa: E402
 from rollout.weight_sync import open_group  # noqa: E402
 from trainers.config import LearnerConfig, Optimizer, Precision  # noqa: E402
+from trainers.tokenizer import train_tokenizer  # noqa: E402
 
 SIZES = {  # name: (hidden, layers, intermediate, vocab); head_dim 64 everywhere
     "10M": (384, 6, 1024, 4096),
@@ -57,6 +58,7 @@ def save_model(size: str, folder: Path) -> int:
     torch.manual_seed(0)
     model = LlamaForCausalLM(config)
     model.save_pretrained(str(folder))
+    train_tokenizer(["weights travel in buckets"] * 20, 300, folder, 256)  # vLLM wants a tokenizer beside the weights
     return sum(p.numel() for p in model.parameters())
 
 

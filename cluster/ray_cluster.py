@@ -16,15 +16,15 @@ def cluster_address(cfg: ClusterConfig) -> str | None:
 
 def connect(cfg: ClusterConfig) -> None:
     """ray.init against the configured cluster, failing fast (one line) when it cannot be reached."""
+    address = cluster_address(cfg)
+    if address not in (None, "auto"):
+        _check_reachable(address, cfg.connect_timeout_s)
     if ray.is_initialized():
         return
-    address = cluster_address(cfg)
     quiet = dict(log_to_driver=True, configure_logging=True, logging_level="WARNING")
     if address is None:
         ray.init(num_cpus=cfg.num_cpus, include_dashboard=False, **quiet)
         return
-    if address != "auto":
-        _check_reachable(address, cfg.connect_timeout_s)
     ray.init(address=address, **quiet)
 
 

@@ -32,21 +32,25 @@ def sample_continuation(model, prompt_ids: list[int], s: Sampling, eos_id: int |
     untempered model, why it ended)."""
     device = next(model.parameters()).device
     out = model(input_ids=torch.tensor([prompt_ids], device=device), use_cache=True)
-    cache, logits = out.past_key_values, out.logits[:, -1].float()            # [1, V]
+    cache, raw = out.past_key_values, out.logits[:, -1].float()               # [1, V]
     ids, logprobs = [], []
-    for _ in range(s.max_new_tokens):
+    for step in range(s.max_new_tokens):
+        logits = raw
+        if step < s.min_new_tokens and eos_id is not None:
+            logits = raw.clone()
+            logits[:, eos_id] = float("-inf")  # sampling only: the logprob below stays the model's own
         if s.temperature <= 0:
             token = int(logits.argmax(dim=-1))
         else:
             token = int(torch.multinomial(next_token_distribution(logits, s), 1, generator=generator))
         ids.append(token)
-        logprobs.append(float(torch.log_softmax(logits, dim=-1)[0, token]))
+        logprobs.append(float(torch.log_softmax(raw, dim=-1)[0, token]))
         if token == eos_id:
             return ids, logprobs, FinishReason.eos
-        if stopped(ids):
+        if step + 1 >= s.min_new_tokens and stopped(ids):
             return ids, logprobs, FinishReason.stop
         out = model(input_ids=torch.tensor([[token]], device=device), past_key_values=cache, use_cache=True)
-        cache, logits = out.past_key_values, out.logits[:, -1].float()
+        cache, raw = out.past_key_values, out.logits[:, -1].float()
     return ids, logprobs, FinishReason.length
 
 

@@ -18,6 +18,8 @@ class Sampling:
     """Samples per prompt."""
     max_new_tokens: int = 64
     """Stop after this many generated tokens."""
+    min_new_tokens: int = 0
+    """Do not stop (on EOS or a stop string) before this many tokens; = max_new_tokens fixes the length."""
     stop: list[str] = field(default_factory=list)
     """Stop once the response text ends with one of these (the tokens that spelled it stay in the response)."""
     seed: Optional[int] = None
@@ -32,6 +34,8 @@ class Sampling:
             raise ValueError(f"n={self.n}: must be >= 1")
         if self.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens={self.max_new_tokens}: must be >= 1")
+        if not 0 <= self.min_new_tokens <= self.max_new_tokens:
+            raise ValueError(f"min_new_tokens={self.min_new_tokens}: must be in [0, max_new_tokens]")
 
 
 class FinishReason(Enum):

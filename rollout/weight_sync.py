@@ -48,16 +48,36 @@ def open_group(host: str, port: int, rank: int, world_size: int, timeout_s: floa
     return dist.ProcessGroupGloo(store, rank, world_size, timeout)
 
 
-def send_bucket(group: dist.ProcessGroupGloo, tensors: list[torch.Tensor]) -> None:
-    flat = torch.cat([t.detach().reshape(-1).cpu() for t in tensors])
-    group.broadcast(flat, 0).wait()
+class BucketSender:
+    """Broadcasts flattened buckets with one in flight while the next is gathered and flattened."""
+
+    def __init__(self, group: dist.ProcessGroupGloo):
+        self.group, self.in_flight = group, None
+
+    def send(self, tensors: list[torch.Tensor]) -> None:
+        flat = torch.cat([t.detach().reshape(-1).cpu() for t in tensors])
+        work = self.group.broadcast(flat, 0)
+        self.finish()
+        self.in_flight = (flat, work)  # the buffer must outlive its broadcast
+
+    def finish(self) -> None:
+        if self.in_flight is not None:
+            self.in_flight[1].wait()
+            self.in_flight = None
 
 
 def receive_buckets(group: dist.ProcessGroupGloo, buckets: list[list[TensorSpec]]) -> Iterator[tuple[str, torch.Tensor]]:
-    """(name, tensor) pairs, one bucket at a time, in the order the sender sends them."""
-    for bucket in buckets:
+    """(name, tensor) pairs, one bucket at a time, in the order the sender sends them; the next
+    bucket is already arriving while the caller copies the current one into the model."""
+    def post(bucket: list[TensorSpec]):
         flat = torch.empty(sum(s.numel for s in bucket), dtype=getattr(torch, bucket[0].dtype))
-        group.broadcast(flat, 0).wait()
+        return flat, group.broadcast(flat, 0)
+
+    pending = post(buckets[0]) if buckets else None
+    for k, bucket in enumerate(buckets):
+        flat, work = pending
+        work.wait()
+        pending = post(buckets[k + 1]) if k + 1 < len(buckets) else None
         offset = 0
         for spec in bucket:
             yield spec.name, flat[offset:offset + spec.numel].view(spec.shape)

@@ -21,7 +21,8 @@ class VllmEngine:
     def generate(self, prompts: list[list[int]], s: Sampling) -> list[list[tuple[list[int], list[float], FinishReason]]]:
         from vllm import SamplingParams
         params = SamplingParams(n=s.n, temperature=max(s.temperature, 0.0), top_k=s.top_k, top_p=s.top_p,
-                                max_tokens=s.max_new_tokens, stop=s.stop or None, logprobs=0)
+                                max_tokens=s.max_new_tokens, min_tokens=s.min_new_tokens, stop=s.stop or None,
+                                logprobs=0)
         outs = self.llm.generate([{"prompt_token_ids": p} for p in prompts], params, use_tqdm=False)
         return [[_completion(c) for c in out.outputs] for out in outs]
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rollout.weight_sync import TensorSpec, open_group, send_bucket
+from rollout.weight_sync import BucketSender, TensorSpec, open_group
 from trainers.batches import EvalSums, StepResult, TokenBatch
 from trainers.config import LearnerConfig, Optimizer, Precision
 from trainers.losses import token_nll
@@ -165,12 +165,15 @@ class Learner:
         """Collective: under ZeRO-3 every rank gathers each bucket's shards; rank 0 broadcasts it."""
         import deepspeed
         params = dict(self.engine.module.named_parameters(remove_duplicate=False))
+        sender = BucketSender(self.sync_group) if self.rank == 0 else None
         for bucket in buckets:
             tensors = [params[spec.name] for spec in bucket]
             distinct = list({id(t): t for t in tensors}.values())
             with deepspeed.zero.GatheredParameters(distinct, enabled=self.cfg.zero_stage == 3):
-                if self.rank == 0:
-                    send_bucket(self.sync_group, [t.data for t in tensors])
+                if sender is not None:
+                    sender.send([t.data for t in tensors])
+        if sender is not None:
+            sender.finish()
 
     def full_state_dict(self) -> dict[str, torch.Tensor] | None:
         """Collective: the full fp32 weights (gathered from the ZeRO-3 shards) on rank 0; None elsewhere."""

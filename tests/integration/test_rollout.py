@@ -117,3 +117,25 @@ def test_worker_killed_during_generate(ray_cluster, tiny_corpus):
     finally:
         pool.shutdown()
         learners.shutdown()
+
+
+def test_bf16_parity(ray_cluster, tiny_corpus):
+    """bf16 on both sides (learner: fp32 weights under bf16 autocast; vLLM: bf16 weights): the
+    per-token log-probabilities of sampled rollouts agree to within bf16's resolution."""
+    learners = start_learners(dataclasses.replace(LEARNER, precision=Precision.bf16), str(tiny_corpus / "init"), 10)
+    pool = RolloutPool(dataclasses.replace(ROLLOUT, dtype="bfloat16"), str(tiny_corpus / "init"), context_len=128)
+    try:
+        rows = [r for g in pool.generate(prompts(tiny_corpus), Sampling(temperature=1.0, n=4, max_new_tokens=24))
+                for r in g]
+        width = max(len(r.prompt_ids) + len(r.response_ids) for r in rows)
+        tokens = np.zeros((len(rows), width), dtype=np.int64)
+        for i, r in enumerate(rows):
+            tokens[i, :len(r.prompt_ids) + len(r.response_ids)] = r.prompt_ids + r.response_ids
+        learner_lp = learners.rank0(lambda a: a.logprobs.remote(TokenBatch(tokens, None, 1)), "logprobs")
+        diffs = np.concatenate([learner_lp[i][len(r.prompt_ids) - 1:len(r.prompt_ids) - 1 + len(r.response_ids)]
+                                - np.array(r.logprobs) for i, r in enumerate(rows)])
+        print(f"bf16 parity over {diffs.size} tokens: max |diff| {np.abs(diffs).max():.2e}, mean {np.abs(diffs).mean():.2e}")
+        assert np.abs(diffs).max() < 0.02 and np.abs(diffs).mean() < 0.005
+    finally:
+        pool.shutdown()
+        learners.shutdown()
