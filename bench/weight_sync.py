@@ -38,13 +38,14 @@ class FlatPeer:
     """A member of a plain gloo group that broadcasts (rank 0) or receives one flat fp32 buffer."""
 
     def join(self, host: str, port: int, rank: int, world: int) -> None:
-        self.rank, self.group = rank, open_group(host, port, rank, world, 600)
+        import torch
+        self.rank, self.sync = rank, open_group(host, port, rank, world, 600, torch.device("cpu"))
 
     def broadcast(self, numel: int) -> float:
         import torch
         buf = torch.ones(numel) if self.rank == 0 else torch.empty(numel)
         start = time.perf_counter()
-        self.group.broadcast(buf, 0).wait()
+        self.sync.group.broadcast(buf, 0).wait()
         return time.perf_counter() - start
 
 

@@ -47,9 +47,12 @@ def place_role(role: str, bundles: list[Bundle], timeout_s: float) -> PlacementG
 
 class ActorGroup(Generic[A]):
     def __init__(self, role: str, actor_class: type[A], bundles: list[Bundle], args_for_rank: Callable[[int], tuple],
-                 timeout_s: float, env: dict[str, str] | None = None):
+                 timeout_s: float, env: dict[str, str] | None = None, room: Bundle | None = None):
+        """bundles: what each rank's actor takes; room: more reserved in each bundle for another role's
+        actor placed beside it (colocation)."""
         self.role, self.timeout_s = role, timeout_s
-        self.placement = place_role(role, bundles, timeout_s)
+        reserve = bundles if room is None else [Bundle(b.cpus + room.cpus, b.gpus + room.gpus) for b in bundles]
+        self.placement = place_role(role, reserve, timeout_s)
         remote_class = ray.remote(actor_class)
         self.actors = [
             remote_class.options(

@@ -145,6 +145,14 @@ def validate(job: JobConfig) -> None:
          f"rollout.tensor_parallel_size={ro.tensor_parallel_size} needs rollout.gpus_per_worker >= it")
     need(ro.kv_cache_gib > 0 and ro.timeout_s > 0 and ro.sync_bucket_mb > 0,
          "rollout.kv_cache_gib, timeout_s, sync_bucket_mb: must be > 0")
+    if ro.colocate:
+        need(ro.engine.value == "vllm", "rollout.colocate: needs rollout.engine=vllm (vLLM's sleep mode)")
+        need(ro.gpus_per_worker > 0 and lr.gpus_per_rank > 0 and ro.gpus_per_worker + lr.gpus_per_rank <= 1,
+             "rollout.colocate: needs GPUs, a share of one per learner rank and worker "
+             f"(rollout.gpus_per_worker={ro.gpus_per_worker} + learner.gpus_per_rank={lr.gpus_per_rank} must be in (0, 1])")
+        need(ro.num_workers <= lr.num_ranks and ro.tensor_parallel_size == 1,
+             f"rollout.colocate: one worker (tensor_parallel_size 1) per learner rank at most; "
+             f"rollout.num_workers={ro.num_workers}, learner.num_ranks={lr.num_ranks}")
     for i, s in enumerate(job.corpus.sources):
         need(s.kind.value in ("shakespeare",) or bool(s.name), f"corpus.sources.{i}.name: required for kind {s.kind.value}")
         need(s.count >= 0, f"corpus.sources.{i}.count: must be >= 0")

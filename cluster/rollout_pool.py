@@ -2,6 +2,7 @@
 
     pool.sync_weights(learners, version)   # learner rank 0 -> every worker, in buckets; all learner ranks gather
     pool.generate(prompts, sampling)       # prompts spread over the workers by load; n Rollouts per prompt
+    pool.sleep()                           # colocated mode: free the GPUs while the learners train
 
 A worker that dies during generate is restarted, brought to the current weights, and given its
 prompts again. Every wait is bounded by rollout.timeout_s and names the worker when it runs out."""
@@ -11,6 +12,7 @@ import logging
 
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError
+from ray.util.placement_group import PlacementGroup, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from cluster.actor_group import Bundle, RoleError, place_role
@@ -29,14 +31,18 @@ def worker_env(cfg: RolloutConfig) -> dict[str, str]:
 
 
 class RolloutPool:
-    def __init__(self, cfg: RolloutConfig, model_dir: str, context_len: int):
+    def __init__(self, cfg: RolloutConfig, model_dir: str, context_len: int, shared: PlacementGroup | None = None):
+        """shared: another role's placement group whose bundle i also holds worker i (colocation);
+        None reserves the workers' own."""
         self.cfg, self.model_dir, self.context_len = cfg, model_dir, context_len
         self.version = 0
         self.restarts = 0
+        self.asleep = False
         self.learners = None
         self.buckets: list[list[TensorSpec]] = []
         bundle = Bundle(cfg.cpus_per_worker, cfg.gpus_per_worker)
-        self.placement = place_role("rollout", [bundle] * cfg.num_workers, cfg.timeout_s)
+        self.owns_placement = shared is None
+        self.placement = place_role("rollout", [bundle] * cfg.num_workers, cfg.timeout_s) if shared is None else shared
         self.workers = [self._start(i) for i in range(cfg.num_workers)]
         self._wait([w.policy_version.remote() for w in self.workers], "start the engine")
 
@@ -50,6 +56,12 @@ class RolloutPool:
     # -- weight sync ---------------------------------------------------------------------------------
     def connect_learners(self, learners) -> None:
         """Form the sync process group: learner rank 0 is its rank 0, worker i its rank i+1."""
+        learner_device = learners.rank0(lambda a: a.device_type.remote(), "report device")
+        worker_device = "cuda" if self.cfg.gpus_per_worker > 0 else "cpu"
+        if learner_device != worker_device:
+            raise ValueError(f"weight sync needs the learners and the rollout workers on the same kind of device "
+                             f"(NCCL between GPUs, gloo between CPUs); the learners are on {learner_device}, the "
+                             f"workers on {worker_device} (learner.gpus_per_rank, rollout.gpus_per_worker)")
         specs = learners.rank0(lambda a: a.weight_specs.remote(), "list weights")
         learner_vocab = next(sp.shape[0] for sp in specs if sp.name.endswith("embed_tokens.weight"))
         for i, vocab in enumerate(self._wait([w.vocab_size.remote() for w in self.workers], "report vocabulary")):
@@ -69,16 +81,33 @@ class RolloutPool:
         """Push the learners' current weights to every worker and stamp them `version`."""
         if self.learners is None:
             raise RuntimeError("sync_weights before connect_learners")
+        if self.asleep:
+            self._wait([w.wake_up.remote(["weights"]) for w in self.workers], "wake up (weights)")
         pushing = self.learners.start_every_rank(lambda a: a.push_weights.remote(self.buckets))
         self._wait([w.receive_weights.remote(self.buckets, version) for w in self.workers], "receive weights")
         pushing.result("push weights")
         self.version = version
+        self._wake()
+
+    def sleep(self) -> None:
+        """Colocated mode: every engine offloads its weights to host memory and frees its KV cache, so
+        the learners sharing its GPU can train; sync_weights and generate wake it."""
+        if not self.cfg.colocate:
+            raise RuntimeError("sleep: the rollout workers were not started with rollout.colocate=true")
+        self._wait([w.sleep.remote() for w in self.workers], "sleep")
+        self.asleep = True
+
+    def _wake(self) -> None:
+        if self.asleep:
+            self._wait([w.wake_up.remote(None) for w in self.workers], "wake up")
+            self.asleep = False
 
     # -- generation ----------------------------------------------------------------------------------
     def generate(self, prompts: list[list[int]], s: Sampling) -> list[list[Rollout]]:
         if not prompts:
             raise ValueError("generate: the prompt list is empty")
         prompts = fit_prompts(prompts, s.max_new_tokens, self.context_len, self.cfg.prompt_overflow)
+        self._wake()
         shares = spread_by_load([len(p) + s.n * s.max_new_tokens for p in prompts], len(self.workers))
         results: list[list[Rollout] | None] = [None] * len(prompts)
         pending = {}
@@ -130,8 +159,8 @@ class RolloutPool:
     def shutdown(self) -> None:
         for w in self.workers:
             ray.kill(w)
-        from ray.util.placement_group import remove_placement_group
-        remove_placement_group(self.placement)
+        if self.owns_placement:
+            remove_placement_group(self.placement)
 
 
 def fit_prompts(prompts: list[list[int]], max_new_tokens: int, context_len: int,

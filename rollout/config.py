@@ -40,6 +40,9 @@ class RolloutConfig:
     """Context window the engine serves (None: the model's)."""
     prompt_overflow: PromptOverflow = PromptOverflow.truncate_left
     """What to do with a prompt too long for the context window."""
+    colocate: bool = False
+    """GPU only: each worker shares a learner rank's GPU, and its vLLM engine sleeps (weights to host
+    memory, KV cache freed) while the learners train; it wakes for weight sync and generation."""
     sync_bucket_mb: int = 256
     """Bytes per weight-sync broadcast (many tensors per bucket)."""
     timeout_s: float = 600.0

@@ -1,5 +1,5 @@
 """Moving weights from learner rank 0 to every rollout worker over a process group of their own
-(gloo on CPU; not DeepSpeed's default group), in buckets of many tensors per broadcast.
+(gloo on CPU, NCCL on GPU; not DeepSpeed's default group), in buckets of many tensors per broadcast.
 
 Both sides plan the same buckets from the same TensorSpec list, so only raw bytes cross the wire."""
 from __future__ import annotations
@@ -41,22 +41,35 @@ def plan_buckets(specs: list[TensorSpec], bucket_bytes: int) -> list[list[Tensor
     return buckets
 
 
-def open_group(host: str, port: int, rank: int, world_size: int, timeout_s: float) -> dist.ProcessGroupGloo:
-    """Rank 0 (learner rank 0) hosts the rendezvous store; every member must call this at once."""
+@dataclass
+class SyncGroup:
+    """The weight-sync process group and the device its buffers live on (cpu: gloo, cuda: NCCL)."""
+    group: dist.ProcessGroup
+    device: torch.device
+
+
+def open_group(host: str, port: int, rank: int, world_size: int, timeout_s: float, device: torch.device) -> SyncGroup:
+    """Rank 0 (learner rank 0) hosts the rendezvous store; every member must call this at once, all
+    with the same device type. The group is built from its own store, so it never touches the default
+    group of DeepSpeed or of vLLM's workers."""
     timeout = timedelta(seconds=timeout_s)
     store = dist.TCPStore(host, port, world_size, rank == 0, timeout=timeout)
-    return dist.ProcessGroupGloo(store, rank, world_size, timeout)
+    if device.type == "cuda":
+        options = dist.ProcessGroupNCCL.Options()
+        options._timeout = timeout
+        return SyncGroup(dist.ProcessGroupNCCL(store, rank, world_size, options), device)
+    return SyncGroup(dist.ProcessGroupGloo(store, rank, world_size, timeout), device)
 
 
 class BucketSender:
     """Broadcasts flattened buckets with one in flight while the next is gathered and flattened."""
 
-    def __init__(self, group: dist.ProcessGroupGloo):
-        self.group, self.in_flight = group, None
+    def __init__(self, sync: SyncGroup):
+        self.sync, self.in_flight = sync, None
 
     def send(self, tensors: list[torch.Tensor]) -> None:
-        flat = torch.cat([t.detach().reshape(-1).cpu() for t in tensors])
-        work = self.group.broadcast(flat, 0)
+        flat = torch.cat([t.detach().reshape(-1).to(self.sync.device) for t in tensors])
+        work = self.sync.group.broadcast(flat, 0)
         self.finish()
         self.in_flight = (flat, work)  # the buffer must outlive its broadcast
 
@@ -66,12 +79,12 @@ class BucketSender:
             self.in_flight = None
 
 
-def receive_buckets(group: dist.ProcessGroupGloo, buckets: list[list[TensorSpec]]) -> Iterator[tuple[str, torch.Tensor]]:
+def receive_buckets(sync: SyncGroup, buckets: list[list[TensorSpec]]) -> Iterator[tuple[str, torch.Tensor]]:
     """(name, tensor) pairs, one bucket at a time, in the order the sender sends them; the next
     bucket is already arriving while the caller copies the current one into the model."""
     def post(bucket: list[TensorSpec]):
-        flat = torch.empty(sum(s.numel for s in bucket), dtype=getattr(torch, bucket[0].dtype))
-        return flat, group.broadcast(flat, 0)
+        flat = torch.empty(sum(s.numel for s in bucket), dtype=getattr(torch, bucket[0].dtype), device=sync.device)
+        return flat, sync.group.broadcast(flat, 0)
 
     pending = post(buckets[0]) if buckets else None
     for k, bucket in enumerate(buckets):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+import torch
+
 from rollout.config import EngineKind, RolloutConfig
 from rollout.types import FinishReason, Rollout, Sampling
 from rollout.weight_sync import TensorSpec, open_group, receive_buckets
@@ -16,6 +18,7 @@ class VllmEngine:
         self.llm = LLM(model=model_dir, dtype=cfg.dtype, seed=cfg.seed, enforce_eager=True,
                        kv_cache_memory_bytes=int(cfg.kv_cache_gib * 2**30),
                        tensor_parallel_size=cfg.tensor_parallel_size, max_model_len=cfg.max_model_len,
+                       enable_sleep_mode=cfg.colocate,
                        worker_extension_cls="rollout.weight_receiver.WeightReceiver")
 
     def generate(self, prompts: list[list[int]], s: Sampling) -> list[list[tuple[list[int], list[float], FinishReason]]]:
@@ -36,6 +39,12 @@ class VllmEngine:
         plan = [[[s.name, s.shape, s.dtype] for s in bucket] for bucket in buckets]
         self.llm.collective_rpc("tether_receive_weights", args=(plan,))
         self.llm.reset_prefix_cache()  # cached KV blocks were computed with the old weights
+
+    def sleep(self) -> None:
+        self.llm.sleep(level=1)  # weights to host memory, KV cache dropped
+
+    def wake_up(self, tags: list[str] | None) -> None:
+        self.llm.wake_up(tags)
 
 
 def _completion(c) -> tuple[list[int], list[float], FinishReason]:
@@ -63,7 +72,8 @@ class ReferenceWorkerEngine:
         return self.engine.model.config.vocab_size
 
     def join_sync_group(self, host: str, port: int, rank: int, world: int, timeout_s: float) -> None:
-        self.group = open_group(host, port, rank, world, timeout_s)
+        device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
+        self.group = open_group(host, port, rank, world, timeout_s, device)
 
     def receive_weights(self, buckets: list[list[TensorSpec]]) -> None:
         self.engine.load_weights((name, t.clone()) for name, t in receive_buckets(self.group, buckets))
@@ -89,6 +99,14 @@ class RolloutWorker:
         self.engine.receive_weights(buckets)
         self.version = version
         return version
+
+    def sleep(self) -> None:
+        """Colocated mode: give the GPU to the learners."""
+        self.engine.sleep()
+
+    def wake_up(self, tags: list[str] | None = None) -> None:
+        """tags: vLLM's memory kinds to bring back ("weights", "kv_cache"); None: all."""
+        self.engine.wake_up(tags)
 
     def policy_version(self) -> int:
         return self.version

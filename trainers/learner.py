@@ -150,6 +150,9 @@ class Learner:
         picked = logp.gather(-1, tokens[:, 1:, None]).squeeze(-1)                 # [B, T]
         return list(picked.cpu().numpy())
 
+    def device_type(self) -> str:
+        return self.device.type
+
     def weight_specs(self) -> list[TensorSpec]:
         """Names, full shapes and dtypes of the weights a sync sends. Tied weights go under both names:
         vLLM's CPU backend keeps its own repacked copy of lm_head even when it is tied to the embedding."""
@@ -159,7 +162,7 @@ class Learner:
     def join_weight_sync(self, host: str, port: int, world_size: int) -> None:
         """Rank 0 joins (as rank 0) the process group it shares with the rollout workers."""
         if self.rank == 0:
-            self.sync_group = open_group(host, port, 0, world_size, self.cfg.timeout_s)
+            self.sync_group = open_group(host, port, 0, world_size, self.cfg.timeout_s, self.device)
 
     def push_weights(self, buckets: list[list[TensorSpec]]) -> None:
         """Collective: under ZeRO-3 every rank gathers each bucket's shards; rank 0 broadcasts it."""

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import ray
 
+from cluster.actor_group import Bundle
 from cluster.groups import start_learners
 from cluster.rollout_pool import RolloutPool
 from rollout.config import EngineKind, RolloutConfig
@@ -36,13 +37,27 @@ def train(learners, tiny_corpus, steps):
         learners.sharded(TokenBatch(tokens, None, 8 * 32).split(1), lambda a, b: a.train_step.remote(b), "train")
 
 
+def logprob_gaps(learners, rows) -> np.ndarray:
+    """Learner log pi(y_t | x, y_<t) minus the engine's own, for every response token of `rows`."""
+    width = max(len(r.prompt_ids) + len(r.response_ids) for r in rows)
+    tokens = np.zeros((len(rows), width), dtype=np.int64)  # right-padded; padding is never read back
+    for i, r in enumerate(rows):
+        tokens[i, :len(r.prompt_ids) + len(r.response_ids)] = r.prompt_ids + r.response_ids
+    learner = learners.rank0(lambda a: a.logprobs.remote(TokenBatch(tokens, None, 1)), "logprobs")
+    # position t of learner[i] scores token t+1, so response token j sits at len(prompt) - 1 + j
+    return np.concatenate([learner[i][len(r.prompt_ids) - 1:len(r.prompt_ids) - 1 + len(r.response_ids)]
+                           - np.array(r.logprobs) for i, r in enumerate(rows)])
+
+
 def token_ids(rollouts):
     return [[r.response_ids for r in group] for group in rollouts]
 
 
 def test_sync_matches_fresh_engine_and_learner_logprobs(ray_cluster, tiny_corpus, tmp_path):
-    learners = start_learners(LEARNER, str(tiny_corpus / "init"), total_steps=10)
-    pool = RolloutPool(ROLLOUT, str(tiny_corpus / "init"), context_len=128)
+    # The worker sits in the learner's placement bundle, as in colocated GPU mode.
+    learners = start_learners(LEARNER, str(tiny_corpus / "init"), total_steps=10,
+                              colocated=Bundle(ROLLOUT.cpus_per_worker, ROLLOUT.gpus_per_worker))
+    pool = RolloutPool(ROLLOUT, str(tiny_corpus / "init"), context_len=128, shared=learners.placement)
     try:
         ps = prompts(tiny_corpus)
         before = pool.generate(ps, GREEDY)
@@ -64,15 +79,7 @@ def test_sync_matches_fresh_engine_and_learner_logprobs(ray_cluster, tiny_corpus
 
         # Parity: the learner's log pi(y|x) of sampled rollouts equals the engine's own (fp32).
         sampled = pool.generate(ps, Sampling(temperature=1.0, n=2, max_new_tokens=24))
-        rows = [r for g in sampled for r in g]
-        width = max(len(r.prompt_ids) + len(r.response_ids) for r in rows)
-        tokens = np.zeros((len(rows), width), dtype=np.int64)
-        for i, r in enumerate(rows):
-            seq = r.prompt_ids + r.response_ids
-            tokens[i, :len(seq)] = seq
-        learner_lp = learners.rank0(lambda a: a.logprobs.remote(TokenBatch(tokens, None, 1)), "logprobs")
-        diffs = np.concatenate([learner_lp[i][len(r.prompt_ids) - 1:len(r.prompt_ids) - 1 + len(r.response_ids)]
-                                - np.array(r.logprobs) for i, r in enumerate(rows)])
+        diffs = logprob_gaps(learners, [r for g in sampled for r in g])
         print(f"fp32 parity over {diffs.size} tokens: max |diff| {np.abs(diffs).max():.2e}, mean {np.abs(diffs).mean():.2e}")
         assert np.abs(diffs).max() < 1e-4
     finally:
@@ -125,15 +132,8 @@ def test_bf16_parity(ray_cluster, tiny_corpus):
     learners = start_learners(dataclasses.replace(LEARNER, precision=Precision.bf16), str(tiny_corpus / "init"), 10)
     pool = RolloutPool(dataclasses.replace(ROLLOUT, dtype="bfloat16"), str(tiny_corpus / "init"), context_len=128)
     try:
-        rows = [r for g in pool.generate(prompts(tiny_corpus), Sampling(temperature=1.0, n=4, max_new_tokens=24))
-                for r in g]
-        width = max(len(r.prompt_ids) + len(r.response_ids) for r in rows)
-        tokens = np.zeros((len(rows), width), dtype=np.int64)
-        for i, r in enumerate(rows):
-            tokens[i, :len(r.prompt_ids) + len(r.response_ids)] = r.prompt_ids + r.response_ids
-        learner_lp = learners.rank0(lambda a: a.logprobs.remote(TokenBatch(tokens, None, 1)), "logprobs")
-        diffs = np.concatenate([learner_lp[i][len(r.prompt_ids) - 1:len(r.prompt_ids) - 1 + len(r.response_ids)]
-                                - np.array(r.logprobs) for i, r in enumerate(rows)])
+        sampled = pool.generate(prompts(tiny_corpus), Sampling(temperature=1.0, n=4, max_new_tokens=24))
+        diffs = logprob_gaps(learners, [r for g in sampled for r in g])
         print(f"bf16 parity over {diffs.size} tokens: max |diff| {np.abs(diffs).max():.2e}, mean {np.abs(diffs).mean():.2e}")
         assert np.abs(diffs).max() < 0.02 and np.abs(diffs).mean() < 0.005
     finally:

@@ -41,10 +41,18 @@ def test_wrong_type_and_enum():
     ("corpus.sources=[{kind: file}]", "corpus.sources.0.name"),
     ("corpus.sources.0.kind=file", "list is set whole"),
     ("learner.warmup_steps=400", "warmup_steps"),
+    ("rollout.colocate=true", "needs GPUs"),
+    ("rollout.engine=reference rollout.colocate=true", "engine=vllm"),
 ])
 def test_impossible_combinations(override, words):
-    assert words in error(override)
+    assert words in error(*override.split())
 
 
 def test_missing_config_file():
     assert "does not exist" in error(path="configs/nope.yaml")
+
+
+def test_colocated_gpu_recipe_loads():
+    job = load_job_config("configs/tiny.yaml", ["rollout.colocate=true", "rollout.gpus_per_worker=0.5",
+                                                "learner.gpus_per_rank=0.5", "learner.num_ranks=1"])
+    assert job.rollout.colocate and job.rollout.gpus_per_worker + job.learner.gpus_per_rank == 1
