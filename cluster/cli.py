@@ -31,6 +31,15 @@ def main(argv: list[str] | None = None) -> int:
     gen.add_argument("--max-new-tokens", type=int, default=64)
     gen.add_argument("--seed", type=int, default=None)
     gen.add_argument("--chat", action="store_true", help="wrap the prompt as a user turn (the RL prompt format)")
+    ver = sub.add_parser("verify", help="score a file of responses with verifiers, through the verifier workers")
+    ver.add_argument("--data", required=True, help="jsonl of problems: prompt/question, answer, tests, entry_point, id")
+    ver.add_argument("--responses", required=True, help="jsonl, line i answering problem i: {'response': text} or "
+                                                        "tether generate's {'responses': [{'text': ...}, ...]}")
+    ver.add_argument("--verifier", action="append", required=True,
+                     help="math, code, format, an entry-point name, or module:function (repeatable)")
+    ver.add_argument("--out", help="jsonl of verdicts per response (default: <responses>.verdicts.jsonl)")
+    ver.add_argument("--workers", type=int, default=1, help="verifier workers")
+    ver.add_argument("--timeout", type=float, default=30.0, help="seconds per verifier call")
     args = parser.parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
@@ -38,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
             return _run(args.config, args.overrides)
         if args.command == "plan":
             return _plan(args.config, args.overrides)
+        if args.command == "verify":
+            return _verify(args)
         return _generate(args)
     except (ValueError, RuntimeError, FileNotFoundError, ConnectionError, KeyError) as e:
         print(f"tether: error: {e}", file=sys.stderr)
@@ -136,6 +147,58 @@ def _generate_file(args) -> int:
     finally:
         pool.shutdown()
     print(f"wrote {len(rows)} prompts x {args.n} responses to {out}")
+    return 0
+
+
+def _verify(args) -> int:
+    import json
+    from dataclasses import asdict
+    from pathlib import Path
+
+    from cluster.config import ClusterConfig
+    from cluster.ray_cluster import connect
+    from cluster.verifier_pool import VerifierPool
+    from verifiers.config import VerifierPoolConfig, VerifierSpec
+    from verifiers.types import Sample
+
+    def read_jsonl(path: str) -> list[dict]:
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"{path} does not exist")
+        return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    problems, answers = read_jsonl(args.data), read_jsonl(args.responses)
+    if len(problems) != len(answers):
+        raise ValueError(f"{args.data} has {len(problems)} problems but {args.responses} has {len(answers)} lines")
+    samples, texts, owner = [], [], []
+    for i, (row, ans) in enumerate(zip(problems, answers)):
+        sample = Sample.from_row(row, f"{args.data}:{i + 1}")
+        if "responses" in ans:
+            found = [r["text"] for r in ans["responses"]]
+        elif "response" in ans:
+            found = [ans["response"]]
+        else:
+            raise KeyError(f"{args.responses}:{i + 1} has neither 'response' nor 'responses'")
+        samples += [sample] * len(found)
+        texts += found
+        owner += [i] * len(found)
+    specs = [VerifierSpec(fn=name) for name in args.verifier]
+    connect(ClusterConfig())
+    pool = VerifierPool(specs, VerifierPoolConfig(num_workers=args.workers, call_timeout_s=args.timeout,
+                                                  cpus_per_worker=min(1.0, (os.cpu_count() or 1) / args.workers)))
+    try:
+        verdicts = pool.verify(samples, texts)
+    finally:
+        pool.shutdown()
+    out = Path(args.out or args.responses + ".verdicts.jsonl")
+    tmp = out.with_name(out.name + ".tmp")
+    with tmp.open("w") as f:
+        for i, row in zip(owner, verdicts):
+            f.write(json.dumps({"problem": i, "verdicts": {s.label: asdict(v) for s, v in zip(specs, row)}}) + "\n")
+    os.replace(tmp, out)
+    for k, spec in enumerate(specs):
+        applied = [row[k] for row in verdicts if row[k].applicable]
+        passed = sum(v.passed for v in applied)
+        print(f"{spec.label}: {passed}/{len(applied)} passed, {len(verdicts) - len(applied)} not applicable")
+    print(f"errors {pool.stats.errors}, timeouts {pool.stats.timeouts}, lost {pool.stats.lost}; verdicts in {out}")
     return 0
 
 

@@ -11,11 +11,14 @@ from typing import Optional
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
+from rewards.config import RewardConfig
 from rollout.config import RolloutConfig
 from rollout.types import Sampling
-from trainers.config import (CorpusConfig, LearnerConfig, ModelConfig, PretrainConfig,
-                             TokenizerConfig)
+from trainers.config import (CorpusConfig, LearnerConfig, ModelConfig, PairSourceKind, PretrainConfig,
+                             RewardModelConfig, TokenizerConfig)
 from trainers.tokenizer import SPECIAL_TOKENS
+from verifiers.config import VerifierPoolConfig
+from verifiers.registry import bind
 
 
 class Stage(Enum):
@@ -23,9 +26,11 @@ class Stage(Enum):
     """Train a byte-level BPE tokenizer on the corpus and pack the corpus into token shards."""
     pretrain = "pretrain"
     """Next-token NLL (eq. 9) on the packed shards."""
+    reward_model = "reward_model"
+    """Bradley-Terry on preference pairs: the policy's backbone with a scalar head."""
 
 
-STAGE_ORDER = [Stage.tokenizer, Stage.pretrain]
+STAGE_ORDER = [Stage.tokenizer, Stage.pretrain, Stage.reward_model]
 
 
 @dataclass
@@ -55,8 +60,11 @@ class JobConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     learner: LearnerConfig = field(default_factory=LearnerConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    reward_model: RewardModelConfig = field(default_factory=RewardModelConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     sampling: Sampling = field(default_factory=Sampling)
+    rewards: RewardConfig = field(default_factory=RewardConfig)
+    verifier_pool: VerifierPoolConfig = field(default_factory=VerifierPoolConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
 
     @property
@@ -153,6 +161,31 @@ def validate(job: JobConfig) -> None:
         need(ro.num_workers <= lr.num_ranks and ro.tensor_parallel_size == 1,
              f"rollout.colocate: one worker (tensor_parallel_size 1) per learner rank at most; "
              f"rollout.num_workers={ro.num_workers}, learner.num_ranks={lr.num_ranks}")
+    rm = job.reward_model
+    need(rm.steps >= 1 and rm.eval_every >= 1 and rm.checkpoint_every >= 1 and rm.max_len >= 8,
+         "reward_model.steps, eval_every, checkpoint_every: must be >= 1; max_len >= 8")
+    need(0.0 < rm.held_out_fraction < 0.5, "reward_model.held_out_fraction: must be in (0, 0.5)")
+    need(rm.warmup_steps < rm.steps and rm.lr > 0, "reward_model: needs warmup_steps < steps and lr > 0")
+    need(bool(rm.pairs), "reward_model.pairs: list at least one source")
+    for i, src in enumerate(rm.pairs):
+        need(bool(src.name), f"reward_model.pairs.{i}.name: required")
+        need(src.kind != PairSourceKind.generated or (src.count >= 2 and bool(src.corruptions)),
+             f"reward_model.pairs.{i}: a generated source needs count >= 2 and at least one corruption kind")
+    pool = job.verifier_pool
+    need(pool.num_workers >= 1 and pool.concurrency >= 1 and pool.batch_size >= 1 and pool.max_retries >= 0,
+         "verifier_pool.num_workers, concurrency, batch_size: must be >= 1; max_retries >= 0")
+    need(pool.call_timeout_s > 0 and pool.cpus_per_worker > 0, "verifier_pool.call_timeout_s, cpus_per_worker: must be > 0")
+    for i, v in enumerate(job.rewards.verifiers):
+        try:
+            bind(v)
+        except (LookupError, ValueError) as e:
+            raise ConfigError(f"rewards.verifiers.{i}: {e}") from None
+    rmodel = job.rewards.reward_model
+    if rmodel is not None:
+        need(bool(rmodel.path) + rmodel.from_stage + (rmodel.http is not None) == 1,
+             "rewards.reward_model: set exactly one of path, from_stage: true, http")
+        need(rmodel.http is None or rmodel.http.url.startswith(("http://", "https://")),
+             "rewards.reward_model.http.url: must start with http:// or https://")
     for i, s in enumerate(job.corpus.sources):
         need(s.kind.value in ("shakespeare",) or bool(s.name), f"corpus.sources.{i}.name: required for kind {s.kind.value}")
         need(s.count >= 0, f"corpus.sources.{i}.count: must be >= 0")

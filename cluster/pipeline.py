@@ -111,6 +111,40 @@ def pretrain_stage(job: JobConfig, paths: RunPaths) -> None:
         learners.shutdown()
 
 
+def reward_model_stage(job: JobConfig, paths: RunPaths) -> None:
+    from cluster.groups import start_learners
+    from trainers.model import ModelHead
+    from trainers.pairs import load_pair_sources, split_pairs
+    from trainers.reward_model import encode_pairs, run_reward_model
+    from trainers.tokenizer import load_tokenizer
+    cfg, out = job.reward_model, paths.stage(Stage.reward_model)
+    if job.resume and (out / "model" / "config.json").is_file():
+        print("[reward_model] already done")
+        return
+    base = policy_model(job, paths)
+    tokenizer = load_tokenizer(base)
+    train, val = split_pairs(load_pair_sources(cfg.pairs, job.seed), cfg.held_out_fraction, job.seed)
+    train = encode_pairs(train, tokenizer, cfg.max_len, cfg.use_margins)
+    val = encode_pairs(val, tokenizer, cfg.max_len, cfg.use_margins)
+    learner_cfg = dataclasses.replace(job.learner, lr=cfg.lr, warmup_steps=cfg.warmup_steps)
+    learners = start_learners(learner_cfg, str(base), cfg.steps, head=ModelHead.scalar)
+    try:
+        run_reward_model(learners, cfg, learner_cfg, train, val, tokenizer, out, job.seed, job.resume)
+    finally:
+        learners.shutdown()
+
+
+def policy_model(job: JobConfig, paths: RunPaths) -> Path:
+    """The policy the later stages start from: this run's pretrained model, else model.path."""
+    pretrained = paths.stage(Stage.pretrain) / "model"
+    if (pretrained / "config.json").is_file():
+        return pretrained
+    if job.model.path:
+        return Path(job.model.path)
+    raise RunDirError(f"no policy to start from: {pretrained} does not exist and model.path is not set; "
+                      f"add 'pretrain' to stages or set model.path")
+
+
 def initial_model(job: JobConfig, paths: RunPaths) -> Path:
     """The HF directory the learners load: model.path, or a fresh Llama built once by the driver."""
     from trainers.model import build_llama, check_causal_lm_dir, config_from_dir
@@ -132,4 +166,5 @@ def initial_model(job: JobConfig, paths: RunPaths) -> Path:
     return init
 
 
-STAGE_RUNNERS = {Stage.tokenizer: tokenizer_stage, Stage.pretrain: pretrain_stage}
+STAGE_RUNNERS = {Stage.tokenizer: tokenizer_stage, Stage.pretrain: pretrain_stage,
+                 Stage.reward_model: reward_model_stage}

@@ -17,7 +17,7 @@ class RolePlan:
 
 
 def plan_roles(job: JobConfig) -> list[RolePlan]:
-    uses = [s.value for s in job.stages if s in (Stage.pretrain,)]
+    uses = [s.value for s in job.stages if s in (Stage.pretrain, Stage.reward_model)]
     learners = job.learner
     return [RolePlan("learner", learners.num_ranks if uses else 0, learners.cpus_per_rank, learners.gpus_per_rank, uses)]
 

@@ -42,3 +42,32 @@ class EvalSums:
     """One rank's held-out sums; the driver adds them over ranks."""
     nll_sum: float
     targets: int
+
+
+@dataclass
+class PairBatch:
+    """Preference pairs for reward-model training or scoring on one rank.
+
+    chosen [B, T] and rejected [B, T] int64: prompt + response token ids, right-padded with the pad id
+    (the scalar head reads the last non-pad token). margin [B] float32: how far R+ must exceed R-.
+    global_pairs: pairs in the optimizer step over all ranks (the loss is a mean over them)."""
+    chosen: np.ndarray
+    rejected: np.ndarray
+    margin: np.ndarray
+    global_pairs: int
+
+    def split(self, parts: int) -> list["PairBatch"]:
+        if len(self.chosen) % parts:
+            raise ValueError(f"batch of {len(self.chosen)} pairs does not split into {parts} equal parts")
+        return [PairBatch(c, r, m, self.global_pairs) for c, r, m in
+                zip(np.split(self.chosen, parts), np.split(self.rejected, parts), np.split(self.margin, parts))]
+
+
+@dataclass
+class PairStepResult:
+    """One rank's share of a reward-model optimizer step."""
+    loss_sum: float       # sum of Bradley-Terry losses over this rank's pairs
+    pairs: int
+    correct: int          # pairs with R+ > R-
+    grad_norm: float
+    lr: float

@@ -143,3 +143,59 @@ class PretrainConfig:
     """Write a checkpoint every this many steps (and at the end)."""
     stop_after_steps: Optional[int] = None
     """Stop this invocation, with a checkpoint, after this many steps (for time-sliced clusters); `resume=true` continues."""
+
+
+class PairSourceKind(Enum):
+    generated = "generated"
+    """Generated from reasoning_gym problems: a correct worked solution against a corrupted one."""
+    file = "file"
+    """A local .jsonl or .parquet file with prompt/chosen/rejected (and optional margin) fields."""
+    hf = "hf"
+    """A Hugging Face datasets name with those fields (never used in tests)."""
+
+
+class Corruption(Enum):
+    final = "final"
+    """The `#### N` number differs from the last computed result."""
+    step = "step"
+    """One intermediate computed result is wrong (the lines after it are left as written)."""
+    none = "none"
+    """Pairs read from a file or dataset: how they differ is not known."""
+
+
+@dataclass
+class PairSource:
+    kind: PairSourceKind = PairSourceKind.generated
+    """Where the preference pairs come from."""
+    name: str = "chain_sum"
+    """generated: the reasoning_gym dataset; file: the path; hf: the dataset name."""
+    count: int = 2000
+    """generated: pairs to make; file/hf: at most this many (0 = all)."""
+    options: dict[str, Any] = field(default_factory=dict)
+    """generated: keyword arguments for reasoning_gym.create_dataset."""
+    corruptions: list[Corruption] = field(default_factory=lambda: [Corruption.final, Corruption.step])
+    """generated: the kinds of rejected answers, in equal shares."""
+    split: str = "train"
+    """hf: the split to read."""
+
+
+@dataclass
+class RewardModelConfig:
+    pairs: list[PairSource] = field(default_factory=lambda: [PairSource()])
+    """Preference pairs (prompt, chosen, rejected) to train on, mixed in order."""
+    held_out_fraction: float = 0.1
+    """Share of pairs kept out of training for held-out pair accuracy."""
+    steps: int = 150
+    """Optimizer steps (each of learner.micro_batch x grad_accum x num_ranks pairs)."""
+    lr: float = 3e-4
+    """Peak learning rate (the learner group's other optimizer settings apply)."""
+    warmup_steps: int = 10
+    """Linear warm-up steps."""
+    max_len: int = 256
+    """Pairs whose longer side exceeds this many tokens are dropped (and counted in the log)."""
+    use_margins: bool = False
+    """Use each pair's margin (a pairs file may give one) in the Bradley-Terry loss."""
+    eval_every: int = 50
+    """Held-out pair accuracy every this many steps (and at the end)."""
+    checkpoint_every: int = 100
+    """Write a checkpoint every this many steps (and at the end)."""

@@ -15,10 +15,10 @@ import numpy as np
 import torch
 
 from rollout.weight_sync import BucketSender, TensorSpec, open_group
-from trainers.batches import EvalSums, StepResult, TokenBatch
+from trainers.batches import EvalSums, PairBatch, PairStepResult, StepResult, TokenBatch
 from trainers.config import LearnerConfig, Optimizer, Precision
-from trainers.losses import token_nll
-from trainers.model import load_causal_lm
+from trainers.losses import bradley_terry_loss, token_nll
+from trainers.model import ModelHead, load_model
 from trainers.schedule import warmup_cosine
 
 
@@ -41,9 +41,9 @@ class Learner:
         import ray
         return len([n for n in ray.nodes() if n["Alive"]]) == 1
 
-    def setup(self, master_addr: str, port: int, model_dir: str) -> int:
-        """Collective: join the process group, load the model from `model_dir`, wrap it in DeepSpeed.
-        Returns the number of parameters."""
+    def setup(self, master_addr: str, port: int, model_dir: str, head: ModelHead = ModelHead.causal_lm) -> int:
+        """Collective: join the process group, load the model from `model_dir` (as a policy, or as a
+        reward model with a scalar head), wrap it in DeepSpeed. Returns the number of parameters."""
         import deepspeed
         # DeepSpeed JIT-compiles a shared-memory op (~30 s on CPU) used only by inference all-reduce.
         deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
@@ -57,7 +57,7 @@ class Learner:
         torch.distributed.init_process_group(backend, init_method=f"tcp://{master_addr}:{port}", rank=self.rank,
                                              world_size=self.world_size, timeout=timeout)
         deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False, timeout=timeout)
-        model = load_causal_lm(model_dir).to(self.device)
+        model = load_model(model_dir, head).to(self.device)
         optimizer = self._optimizer(model)
         cfg = self.cfg
 
@@ -128,6 +128,42 @@ class Learner:
     def _reduced_grad_norm(self) -> float:
         grads = [p.grad for p in self.engine.module.parameters() if p.grad is not None]
         return float(torch.nn.utils.get_total_norm(grads)) if grads else 0.0
+
+    def _rewards(self, tokens: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.precision == Precision.bf16):
+            return self.engine(input_ids=tokens).logits[:, 0].float()           # [B]: R_phi at the last non-pad token
+
+    def train_pairs(self, batch: PairBatch) -> PairStepResult:
+        """Collective (scalar head): one optimizer step of Bradley-Terry loss over this rank's pairs."""
+        self.engine.train()
+        micro = self.cfg.micro_batch
+        if len(batch.chosen) != micro * self.cfg.grad_accum:
+            raise ValueError(f"rank {self.rank}: got {len(batch.chosen)} pairs, expected micro_batch x grad_accum "
+                             f"= {micro * self.cfg.grad_accum}")
+        scale = self.cfg.grad_accum * self.world_size / batch.global_pairs  # a mean over the global batch
+        lr = self.engine.get_lr()[0]
+        loss_total, correct, grad_norm = 0.0, 0, None
+        for i in range(self.cfg.grad_accum):
+            rows = slice(i * micro, (i + 1) * micro)
+            both = torch.tensor(np.concatenate([batch.chosen[rows], batch.rejected[rows]]), device=self.device)
+            rewards = self._rewards(both)                                        # [2 micro]
+            losses = bradley_terry_loss(rewards[:micro], rewards[micro:],
+                                        torch.tensor(batch.margin[rows], device=self.device))  # [micro]
+            self.engine.backward(losses.sum() * scale)
+            if i == self.cfg.grad_accum - 1 and self.cfg.zero_stage == 0:
+                grad_norm = self._reduced_grad_norm()
+            self.engine.step()
+            loss_total += losses.sum().item()
+            correct += int((rewards[:micro] > rewards[micro:]).sum())
+        if grad_norm is None:
+            grad_norm = float(self.engine.get_global_grad_norm() or 0.0)
+        return PairStepResult(loss_total, len(batch.chosen), correct, grad_norm, lr)
+
+    @torch.no_grad()
+    def reward_scores(self, tokens: np.ndarray) -> np.ndarray:
+        """Collective under ZeRO-3 (scalar head): R_phi of each right-padded row of tokens [B, T] -> [B]."""
+        self.engine.eval()
+        return self._rewards(torch.tensor(tokens, device=self.device)).cpu().numpy()
 
     @torch.no_grad()
     def evaluate(self, batch: TokenBatch) -> EvalSums:

@@ -17,3 +17,16 @@ def token_nll(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor | 
         return nll.sum(), torch.tensor(float(nll.numel()))
     mask = mask.flatten().to(nll.dtype)
     return (nll * mask).sum(), mask.sum()
+
+
+def bradley_terry_loss(chosen: torch.Tensor, rejected: torch.Tensor, margin: torch.Tensor | None = None) -> torch.Tensor:
+    """Reward-model loss under the Bradley-Terry preference model of Part 2 (RLHF, A; the model DPO
+    assumes): P(y+ > y- | x) = sigma(R+ - R-), so the loss per pair is -log sigma(R+ - R- - m).
+
+    chosen [B], rejected [B]: scalar rewards R_phi of each pair's two sides; margin [B] or None: how
+    much R+ must exceed R- (0 = plain Bradley-Terry). Returns the per-pair losses [B] (the caller sums
+    or averages)."""
+    gap = chosen.float() - rejected.float()                         # [B]
+    if margin is not None:
+        gap = gap - margin.float()
+    return -F.logsigmoid(gap)

@@ -3,10 +3,12 @@ from a small config, or any HF causal-LM directory."""
 from __future__ import annotations
 
 import json
+from enum import Enum
 from pathlib import Path
 
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, PreTrainedModel
+from transformers import (AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, LlamaConfig,
+                          LlamaForCausalLM, PreTrainedModel)
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
 from trainers.config import ModelConfig
@@ -42,6 +44,27 @@ def check_causal_lm_dir(path: str | Path) -> None:
 def load_causal_lm(path: str | Path, dtype: torch.dtype = torch.float32) -> PreTrainedModel:
     check_causal_lm_dir(path)
     return AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
+
+
+class ModelHead(Enum):
+    causal_lm = "causal_lm"
+    """The policy: next-token logits over the vocabulary."""
+    scalar = "scalar"
+    """A reward model R_phi: the policy's backbone with a scalar head read at the last non-pad token."""
+
+
+def load_reward_model(path: str | Path, dtype: torch.dtype = torch.float32) -> PreTrainedModel:
+    """A sequence-classification model with one output. From a causal-LM directory the backbone loads
+    and the scalar head starts at random; from a reward-model directory everything loads."""
+    config = AutoConfig.from_pretrained(str(path))
+    if config.pad_token_id is None:
+        raise ValueError(f"{path}: a reward model needs pad_token_id in its config (it reads the last non-pad token)")
+    config.num_labels = 1
+    return AutoModelForSequenceClassification.from_pretrained(str(path), config=config, dtype=dtype)
+
+
+def load_model(path: str | Path, head: ModelHead) -> PreTrainedModel:
+    return load_reward_model(path) if head == ModelHead.scalar else load_causal_lm(path)
 
 
 def matmul_params(config) -> int:

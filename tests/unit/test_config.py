@@ -43,6 +43,13 @@ def test_wrong_type_and_enum():
     ("learner.warmup_steps=400", "warmup_steps"),
     ("rollout.colocate=true", "needs GPUs"),
     (("rollout.engine=reference", "rollout.colocate=true"), "engine=vllm"),
+    ("rewards.verifiers=[{fn: nope}]", "rewards.verifiers.0: verifier 'nope': not a built-in"),
+    ("rewards.verifiers=[{fn: format, options: {colour: red}}]", "do not fit"),
+    ("reward_model.held_out_fraction=0.7", "reward_model.held_out_fraction"),
+    ("rewards.reward_model={path: x, from_stage: true}", "exactly one of"),
+    ("rewards.reward_model={http: {url: 'ftp://x'}}", "http:// or https://"),
+    ("reward_model.pairs=[{corruptions: []}]", "at least one corruption"),
+    ("verifier_pool.concurrency=0", "verifier_pool"),
 ])
 def test_impossible_combinations(override, words):
     assert words in error(*(override if isinstance(override, tuple) else (override,)))

@@ -49,3 +49,19 @@ def test_sampling_distribution_temperature_topk_topp():
 def test_sampling_rejects_bad_values(bad):
     with pytest.raises(ValueError):
         Sampling(**bad)
+
+
+def test_bradley_terry_loss_by_hand():
+    from trainers.losses import bradley_terry_loss
+    chosen, rejected = torch.tensor([2.0, 0.0]), torch.tensor([1.0, 0.5])
+    # -log sigma(d) = log(1 + e^-d), d = 1 and -0.5
+    expected = [math.log(1 + math.exp(-1.0)), math.log(1 + math.exp(0.5))]
+    assert bradley_terry_loss(chosen, rejected).tolist() == pytest.approx(expected, abs=1e-6)
+    # a margin m asks for R+ - R- > m: d = 1 - 0.5 and -0.5 - 1
+    margin = torch.tensor([0.5, 1.0])
+    expected = [math.log(1 + math.exp(-0.5)), math.log(1 + math.exp(1.5))]
+    assert bradley_terry_loss(chosen, rejected, margin).tolist() == pytest.approx(expected, abs=1e-6)
+    # its gradient w.r.t. R+ is -(1 - sigma(d)) = -sigma(-d)
+    c = torch.tensor([2.0], requires_grad=True)
+    bradley_terry_loss(c, torch.tensor([1.0])).sum().backward()
+    assert c.grad.item() == pytest.approx(-1 / (1 + math.e), abs=1e-6)

@@ -1,0 +1,109 @@
+"""The reward rubric, the HTTP reward endpoint client and the RewardModelWorker, without Ray."""
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import numpy as np
+import pytest
+import torch
+
+from rewards.config import HttpRewardConfig, Normalization
+from rewards.model_worker import HttpRewardModel, RewardEndpointError, RewardModelWorker
+from rewards.rubric import normalize_rewards, pass_rates, rubric_rewards
+from verifiers.types import Verdict
+
+
+def test_rubric_weights_applicable_verdicts_and_marks_the_rest():
+    verdicts = [[Verdict(1.0, True), Verdict(0.5, False)],
+                [Verdict.not_applicable("no answer"), Verdict(1.0, True)]]
+    out = rubric_rewards([1.0, 0.2], verdicts, model_scores=[0.3, -1.0], model_weight=2.0)
+    assert out[0].total == pytest.approx(1.0 + 0.2 * 0.5 + 2.0 * 0.3)
+    assert out[1].total == pytest.approx(0.2 * 1.0 - 2.0)   # the n/a verifier adds nothing
+    assert out[1].scores == [None, 1.0, -1.0] and out[1].passed == [None, True, None]
+    assert out[1].reasons[0] == "n/a: no answer"
+    rates = pass_rates(out, ["math", "format"])
+    assert rates["verifier/math/pass_rate"] == 1.0 and rates["verifier/math/not_applicable"] == 0.5
+    assert rates["verifier/format/pass_rate"] == 0.5
+    with pytest.raises(ValueError, match="2 verdicts for 3 weighted"):
+        rubric_rewards([1.0, 1.0, 1.0], verdicts)
+
+
+def test_batch_normalisation():
+    z = normalize_rewards(np.array([1.0, 2.0, 3.0]), Normalization.batch)
+    assert z.tolist() == pytest.approx([-1.2247, 0.0, 1.2247], abs=1e-3)
+    assert normalize_rewards(np.array([1.0, 2.0]), Normalization.none).tolist() == [1.0, 2.0]
+
+
+class Endpoint:
+    """A local reward server: score = len(response); fails the first `failures` requests with 503,
+    or sleeps `delay` seconds per request."""
+
+    def __init__(self, failures=0, delay=0.0, status=503):
+        self.requests = 0
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                outer.requests += 1
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                if outer.requests <= failures:
+                    self.send_error(status)
+                    return
+                time.sleep(delay)
+                reply = json.dumps({"scores": [len(r) for r in body["responses"]]}).encode()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(reply)))
+                self.end_headers()
+                self.wfile.write(reply)
+
+            def log_message(self, *args):
+                pass
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/score"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+
+
+def test_http_reward_batches_and_retries_server_errors():
+    server = Endpoint(failures=2)
+    try:
+        rm = HttpRewardModel(HttpRewardConfig(url=server.url, retries=3, batch_size=2, timeout_s=5), backoff_s=0.01)
+        assert rm.score(["p"] * 3, ["a", "bb", "ccc"]) == [1.0, 2.0, 3.0]
+        assert server.requests == 2 + 2  # two 503s, then two batches
+    finally:
+        server.close()
+
+
+def test_http_reward_gives_up_with_a_clear_error():
+    slow = Endpoint(delay=1.0)
+    try:
+        rm = HttpRewardModel(HttpRewardConfig(url=slow.url, retries=1, timeout_s=0.2), backoff_s=0.01)
+        with pytest.raises(RewardEndpointError, match="failed 2 times"):
+            rm.score(["p"], ["a"])
+    finally:
+        slow.close()
+    bad = Endpoint(failures=5, status=400)
+    try:
+        with pytest.raises(RewardEndpointError, match="HTTP 400"):
+            HttpRewardModel(HttpRewardConfig(url=bad.url, retries=3), backoff_s=0.01).score(["p"], ["a"])
+        assert bad.requests == 1  # a client error is not retried
+    finally:
+        bad.close()
+
+
+def test_reward_model_worker_batches_like_single_rows(tmp_path):
+    from transformers import LlamaConfig, LlamaForSequenceClassification
+    config = LlamaConfig(vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=2, pad_token_id=0, num_labels=1)
+    torch.manual_seed(0)
+    LlamaForSequenceClassification(config).save_pretrained(str(tmp_path))
+    worker = RewardModelWorker(str(tmp_path), batch_size=3)
+    prompts = [[5, 6], [7], [8, 9, 10], [11], [12, 13]]
+    responses = [[20], [21, 22, 23], [24], [25, 26], [27]]
+    batched = worker.score(prompts, responses)
+    single = [worker.score([p], [r])[0] for p, r in zip(prompts, responses)]
+    assert batched == pytest.approx(single, abs=1e-5)  # right padding never changes a row's score
+    assert len(set(np.round(batched, 4))) == 5

@@ -1,0 +1,66 @@
+"""Finding verifiers: built-ins, the entry-point group `tether.verifiers`, or "module:function".
+
+A plugin package declares, in its pyproject.toml,
+
+    [project.entry-points."tether.verifiers"]
+    has_citation = "mypkg.checks:has_citation"
+
+and a config names it: `verifiers: [{fn: has_citation, weight: 0.2}]`."""
+from __future__ import annotations
+
+import functools
+import importlib
+import inspect
+from importlib.metadata import entry_points
+
+from verifiers.config import VerifierSpec
+from verifiers.types import Verifier
+
+ENTRY_POINT_GROUP = "tether.verifiers"
+BUILT_INS = {
+    "math": "verifiers.math_answers:math_answer",
+    "code": "verifiers.code:code_tests",
+    "format": "verifiers.format:tag_format",
+}
+
+
+class VerifierNotFound(LookupError):
+    """A verifier name that resolves to nothing; the message says where it was looked for."""
+
+
+def resolve(name: str) -> Verifier:
+    """The function a config's `fn` names."""
+    if ":" in name:
+        return _import(name, name)
+    if name in BUILT_INS:
+        return _import(BUILT_INS[name], name)
+    found = entry_points(group=ENTRY_POINT_GROUP).select(name=name)
+    if found:
+        return next(iter(found)).load()
+    installed = sorted(ep.name for ep in entry_points(group=ENTRY_POINT_GROUP))
+    raise VerifierNotFound(
+        f"verifier '{name}': not a built-in ({', '.join(BUILT_INS)}), not an entry point in group "
+        f"'{ENTRY_POINT_GROUP}' (installed: {', '.join(installed) or 'none'}), and not a 'module:function' string")
+
+
+def _import(target: str, name: str) -> Verifier:
+    module_name, _, attr = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise VerifierNotFound(f"verifier '{name}': cannot import module '{module_name}': {e}") from None
+    fn = getattr(module, attr, None)
+    if not callable(fn):
+        raise VerifierNotFound(f"verifier '{name}': module '{module_name}' has no function '{attr}'")
+    return fn
+
+
+def bind(spec: VerifierSpec) -> Verifier:
+    """The verifier with its options applied; options it does not take are an error here, not mid-run."""
+    fn = resolve(spec.fn)
+    try:
+        inspect.signature(fn).bind(None, "", **spec.options)
+    except TypeError as e:
+        raise ValueError(f"verifier '{spec.label}': options {dict(spec.options)} do not fit "
+                         f"{fn.__name__}{inspect.signature(fn)}: {e}") from None
+    return functools.partial(fn, **spec.options) if spec.options else fn
