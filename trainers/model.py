@@ -60,7 +60,9 @@ def load_reward_model(path: str | Path, dtype: torch.dtype = torch.float32) -> P
     if config.pad_token_id is None:
         raise ValueError(f"{path}: a reward model needs pad_token_id in its config (it reads the last non-pad token)")
     config.num_labels = 1
-    return AutoModelForSequenceClassification.from_pretrained(str(path), config=config, dtype=dtype)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)  # a new scalar head starts the same in every run
+        return AutoModelForSequenceClassification.from_pretrained(str(path), config=config, dtype=dtype)
 
 
 def load_model(path: str | Path, head: ModelHead) -> PreTrainedModel:

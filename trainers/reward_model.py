@@ -77,7 +77,7 @@ def pair_batch(pairs: EncodedPairs, indices: np.ndarray, pad_id: int) -> PairBat
 
 
 def held_out_accuracy(learners, pairs: EncodedPairs, pad_id: int, ranks: int, micro: int) -> dict[str, float]:
-    """Share of held-out pairs with R+ > R-, overall and per corruption kind."""
+    """Share of held-out pairs with R+ > R-, overall and per corruption kind, and how many pairs each."""
     per_call = ranks * micro
     count = len(pairs)
     padded = np.resize(np.arange(count), -(-count // per_call) * per_call)  # repeat rows to fill the last call
@@ -90,9 +90,10 @@ def held_out_accuracy(learners, pairs: EncodedPairs, pad_id: int, ranks: int, mi
         margins = np.concatenate([margins, scores[:per_call] - scores[per_call:]])
     correct = margins[:count] > 0
     kinds = np.array([c.value for c in pairs.corruption])
-    out = {"val/pair_accuracy": float(correct.mean())}
+    out = {"val/pair_accuracy": float(correct.mean()), "val/pairs": count}
     for kind in sorted(set(kinds)):
         out[f"val/pair_accuracy/{kind}"] = float(correct[kinds == kind].mean())
+        out[f"val/pairs/{kind}"] = int((kinds == kind).sum())
     return out
 
 

@@ -1,5 +1,5 @@
-"""tokenizer -> pretrain through the `tether` CLI on a shrunken tiny recipe, then the checkpoint
-it wrote is loaded by transformers and by vLLM."""
+"""tokenizer -> pretrain -> reward_model through the `tether` CLI on a shrunken tiny recipe, then
+the checkpoints it wrote are loaded by transformers, vLLM and a RewardModelWorker."""
 import json
 import os
 import subprocess
@@ -14,7 +14,10 @@ SHORT = ["tokenizer.vocab_size=512", "tokenizer.train_chars=2000000", "model.hid
          "model.num_heads=2", "model.num_kv_heads=2", "model.intermediate_size=128", "model.max_seq_len=128",
          "pretrain.seq_len=64", "pretrain.steps=40", "pretrain.eval_every=20", "pretrain.checkpoint_every=20",
          "pretrain.eval_batches=4", "learner.num_ranks=2", "learner.zero_stage=2", "learner.micro_batch=8",
-         "learner.cpus_per_rank=0.5", "learner.threads_per_rank=1", "learner.warmup_steps=5", "cluster.num_cpus=2"]
+         "learner.cpus_per_rank=0.5", "learner.threads_per_rank=1", "learner.warmup_steps=5", "cluster.num_cpus=2",
+         "reward_model.pairs=[{name: chain_sum, count: 80, options: {max_digits: 2}}]", "reward_model.steps=6",
+         "reward_model.warmup_steps=1", "reward_model.eval_every=3", "reward_model.checkpoint_every=3",
+         "reward_model.max_len=128"]
 
 
 def tether(*args: str) -> subprocess.CompletedProcess:
@@ -40,6 +43,25 @@ def test_pipeline_writes_a_complete_run(run_dir):
     records = [json.loads(x) for x in (run_dir / "pretrain/metrics.jsonl").read_text().splitlines()]
     evals = [r["val/bits_per_byte"] for r in records if "val/bits_per_byte" in r]
     assert len(evals) == 3 and evals[-1] < 0.8 * evals[0]
+
+
+def test_reward_model_stage_writes_metrics_and_a_servable_model(run_dir):
+    from rewards.model_worker import RewardModelWorker
+    from trainers.tokenizer import load_tokenizer
+    for path in ["reward_model/metrics.jsonl", "reward_model/accuracy.png", "reward_model/model/model.safetensors",
+                 "reward_model/checkpoints/step_000006/ds"]:
+        assert (run_dir / path).exists(), path
+    records = [json.loads(x) for x in (run_dir / "reward_model/metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == list(range(7))
+    evals = [r for r in records if "val/pair_accuracy" in r]
+    assert [r["step"] for r in evals] == [0, 3, 6]
+    assert {"val/pair_accuracy/final", "val/pair_accuracy/step"} <= set(evals[-1])
+    config = json.loads((run_dir / "reward_model/model/config.json").read_text())
+    assert config["architectures"] == ["LlamaForSequenceClassification"] and len(config["id2label"]) == 1
+    tok = load_tokenizer(run_dir / "reward_model/model")
+    scores = RewardModelWorker(str(run_dir / "reward_model/model"), batch_size=2).score(
+        [tok("<|user|>1 + 1 =<|end|><|assistant|>")["input_ids"]] * 2, [tok("#### 2<|eos|>")["input_ids"]] * 2)
+    assert len(scores) == 2 and scores[0] == scores[1]
 
 
 def test_same_name_different_config_is_refused(run_dir):

@@ -80,3 +80,25 @@ def test_plugin_by_entry_point_in_a_grpo_shaped_scoring_run(ray_cluster):
         assert rates["verifier/has_citation/not_applicable"] == pytest.approx(4 / 16)
     finally:
         pool.shutdown()
+
+
+def test_tether_verify_scores_a_file(ray_cluster, tmp_path, capsys):
+    import json
+
+    from cluster.cli import main
+    data = tmp_path / "problems.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in [
+        {"question": "2 + 2?", "answer": "2 + 2 = 4\n#### 4"},
+        {"question": "Half of 3?", "answer": "1.5"},
+        {"question": "no reference"}]))
+    responses = tmp_path / "out.jsonl"
+    responses.write_text("".join(json.dumps(r) + "\n" for r in [
+        {"responses": [{"text": "2 + 2 = 4\n#### 4"}, {"text": "#### 5"}]},
+        {"response": "It is \\boxed{\\frac{3}{2}}"},
+        {"response": "#### 7"}]))
+    assert main(["verify", "--data", str(data), "--responses", str(responses), "--verifier", "math"]) == 0
+    rows = [json.loads(x) for x in (tmp_path / "out.jsonl.verdicts.jsonl").read_text().splitlines()]
+    assert [r["problem"] for r in rows] == [0, 0, 1, 2]
+    assert [r["verdicts"]["math"]["passed"] for r in rows] == [True, False, True, False]
+    assert rows[3]["verdicts"]["math"]["applicable"] is False
+    assert "math: 2/3 passed, 1 not applicable" in capsys.readouterr().out
