@@ -61,3 +61,17 @@ def publish_dir(source: Path, target: Path) -> None:
     shutil.copytree(source, tmp)
     shutil.rmtree(target, ignore_errors=True)
     os.replace(tmp, target)
+
+
+def resume_stage(learners, checkpoints: Checkpoints, log, stage: str, resume: bool) -> DriverState | None:
+    """With resume and a checkpoint: load it on every rank, drop the log's records past it, and return
+    its state. Otherwise empty the log and return None (the stage starts at step 0)."""
+    latest = checkpoints.latest() if resume else None
+    if latest is None:
+        log.truncate_after(-1)
+        return None
+    learners.every_rank(lambda a: a.load.remote(str(latest)), "load checkpoint")
+    state = Checkpoints.state(latest)
+    log.truncate_after(state.step)
+    print(f"[{stage}] resumed from {latest} at step {state.step}")
+    return state

@@ -5,8 +5,10 @@ number changed, so that only the arithmetic tells them apart (same length, same 
 outside the changed digits, no marker words):
 
     final: the `#### N` number is replaced; the worked lines stay correct, so N disagrees with them.
-    step:  the result of one worked line other than the last is replaced; the lines after it, and
-           `#### N`, are left as written (they still use the correct value).
+    step:  the result of one worked line other than the last is replaced, and so is every later use
+           of it as an operand (not as a result), so the text stays consistent with itself: no copied
+           number disagrees with where it came from; only that line's arithmetic, and that of the
+           lines using it, is wrong. Results written after it, and `#### N`, are left as they were.
 
 Pairs can also be read from a .jsonl/.parquet file or an HF dataset with prompt/chosen/rejected
 (and optional margin) fields; those are used verbatim and their corruption is `none`."""
@@ -119,7 +121,19 @@ def corrupted_answer(answer: str, kind: Corruption, rng: random.Random) -> str |
     if not spans:
         return None
     start, end = rng.choice(spans)
-    return answer[:start] + _other_number(answer[start:end], rng) + answer[end:]
+    old, new = answer[start:end], _other_number(answer[start:end], rng)
+    if kind == Corruption.final:
+        return answer[:start] + new + answer[end:]
+    worked_end = answer.rfind("\n#### ")
+    later = answer[end:worked_end] if worked_end > end else ""
+    carried = _operand_use(old).sub(lambda m: new, later)
+    return answer[:start] + new + carried + answer[end + len(later):]
+
+
+def _operand_use(number: str) -> re.Pattern:
+    """Whole-number occurrences of `number` that are not results (not right after `=`)."""
+    return re.compile(r"(?<![=\d.,])(?<![=][ \t])(?<![=][ \t][$£€])(?<![=][$£€])" + re.escape(number)
+                      + r"(?![\d]|[.,]\d)")
 
 
 def _other_number(number: str, rng: random.Random) -> str:

@@ -16,7 +16,7 @@ import numpy as np
 from tqdm import tqdm
 
 from trainers.batches import TokenBatch
-from trainers.checkpoints import Checkpoints, DriverState, publish_dir
+from trainers.checkpoints import Checkpoints, DriverState, publish_dir, resume_stage
 from trainers.config import LearnerConfig, PretrainConfig
 from trainers.metrics import MetricsLog, PhaseTimer, plot_curves, read_metrics
 from trainers.shards import PackedWindows, read_token_bytes, train_batch_indices
@@ -60,15 +60,9 @@ def run_pretrain(learners, cfg: PretrainConfig, learner_cfg: LearnerConfig, data
     tokenizer = load_tokenizer(tokenizer_dir)
     checkpoints = Checkpoints(stage_dir / "checkpoints")
     log = MetricsLog(stage_dir)
-    state = DriverState(step=0, tokens_seen=0, policy_version=0)
-
-    if resume and (latest := checkpoints.latest()) is not None:
-        learners.every_rank(lambda a: a.load.remote(str(latest)), "load checkpoint")
-        state = Checkpoints.state(latest)
-        log.truncate_after(state.step)
-        print(f"[pretrain] resumed from {latest} at step {state.step}")
-    else:
-        log.truncate_after(-1)
+    state = resume_stage(learners, checkpoints, log, "pretrain", resume)
+    if state is None:
+        state = DriverState(step=0, tokens_seen=0, policy_version=0)
         held = evaluate(learners, val, token_bytes, ranks, micro, cfg.eval_batches)
         log.write(0, {"val/loss": held.loss, "val/bits_per_byte": held.bits_per_byte})
 

@@ -17,7 +17,7 @@ import numpy as np
 from tqdm import tqdm
 
 from trainers.batches import PairBatch
-from trainers.checkpoints import Checkpoints, DriverState, publish_dir
+from trainers.checkpoints import Checkpoints, DriverState, publish_dir, resume_stage
 from trainers.config import Corruption, LearnerConfig, RewardModelConfig
 from trainers.metrics import MetricsLog, PhaseTimer, plot_curves, read_metrics
 from trainers.pairs import PreferencePair
@@ -104,14 +104,9 @@ def run_reward_model(learners, cfg: RewardModelConfig, learner_cfg: LearnerConfi
     pad_id = tokenizer.pad_token_id
     checkpoints = Checkpoints(stage_dir / "checkpoints")
     metrics = MetricsLog(stage_dir)
-    state = DriverState(step=0, tokens_seen=0, policy_version=0)
-    if resume and (latest := checkpoints.latest()) is not None:
-        learners.every_rank(lambda a: a.load.remote(str(latest)), "load checkpoint")
-        state = Checkpoints.state(latest)
-        metrics.truncate_after(state.step)
-        print(f"[reward_model] resumed from {latest} at step {state.step}")
-    else:
-        metrics.truncate_after(-1)
+    state = resume_stage(learners, checkpoints, metrics, "reward_model", resume)
+    if state is None:
+        state = DriverState(step=0, tokens_seen=0, policy_version=0)
         metrics.write(0, held_out_accuracy(learners, val, pad_id, ranks, micro))
 
     rows = ranks * micro * accum

@@ -1,10 +1,11 @@
-"""The reward model on the learner group: Bradley-Terry training fits pairs, and the saved model
-scores the same in a RewardModelWorker and through the HF checkpoint."""
+"""The reward model on the learner group: Bradley-Terry training fits pairs, and the saved HF
+checkpoint, served by a RewardModelWorker actor, scores exactly as the learners did."""
 import numpy as np
 import pytest
 
 from cluster.groups import start_learners
-from rewards.model_worker import RewardModelWorker
+from cluster.scorers import RewardModelActor
+from rewards.config import RewardModelSpec
 from trainers.config import Corruption, LearnerConfig, Precision
 from trainers.model import ModelHead
 from trainers.reward_model import EncodedPairs, pair_batch
@@ -49,5 +50,9 @@ def test_bradley_terry_fits_pairs_and_the_saved_model_scores_the_same(ray_cluste
     finally:
         learners.shutdown()
     rows = pairs.chosen + pairs.rejected
-    served = RewardModelWorker(str(tmp_path / "hf"), batch_size=5).score([r[:3] for r in rows], [r[3:] for r in rows])
-    assert np.abs(np.array(served) - learner_scores).max() < 1e-4
+    served = RewardModelActor(str(tmp_path / "hf"), RewardModelSpec(cpus=0.5, batch_size=5), timeout_s=120)
+    try:
+        scores = served.score([r[:3] for r in rows], [r[3:] for r in rows])
+    finally:
+        served.shutdown()
+    assert np.abs(np.array(scores) - learner_scores).max() < 1e-4

@@ -87,14 +87,22 @@ def test_chain_sum_final_pairs_disagree_only_in_the_answer(chain_pairs):
         assert wrong == [] and written == chain_value(pair.prompt) and final != written
 
 
-def test_chain_sum_step_pairs_have_exactly_one_wrong_intermediate_line(chain_pairs):
+def chain_copies_agree(answer: str) -> bool:
+    """Each worked line starts from the previous line's result: no copied number contradicts its source."""
+    lines = answer.removesuffix(EOS).split("\n")[:-1]
+    results = [CHAIN_LINE.fullmatch(line).group(4) for line in lines]
+    return all(CHAIN_LINE.fullmatch(line).group(1) == prev for line, prev in zip(lines[1:], results))
+
+
+def test_chain_sum_step_pairs_are_wrong_only_in_their_arithmetic(chain_pairs):
     steps = [p for p in chain_pairs if p.corruption == Corruption.step]
     assert len(steps) == 6
     for pair in steps:
         assert chain_check(pair.chosen) == ([], chain_value(pair.prompt), chain_value(pair.prompt))
         wrong, written, final = chain_check(pair.rejected)
         last_line = pair.rejected.count("\n") - 1
-        assert len(wrong) == 1 and wrong[0] < last_line
+        assert wrong and wrong[0] < last_line          # the corrupted step (and the line using it) is wrong
+        assert chain_copies_agree(pair.rejected)        # but every copied number matches its source
         assert written == final == chain_value(pair.prompt)
 
 
@@ -106,7 +114,7 @@ def test_gsm_symbolic_corruptions_change_one_number(gsm_pairs):
             assert chosen[:-1] == rejected[:-1] and chosen[-1] != rejected[-1]
             assert re.fullmatch(r"#### -?\d+" + re.escape(EOS), rejected[-1])
         else:
-            assert chosen[-2:] == rejected[-2:]  # the last worked line and `#### N` are unchanged
+            assert chosen[-1] == rejected[-1]  # `#### N` is unchanged
             before, after = RESULT.findall(pair.chosen), RESULT.findall(pair.rejected)
             assert len(before) == len(after) and sum(a != b for a, b in zip(before, after)) == 1
 
@@ -114,8 +122,13 @@ def test_gsm_symbolic_corruptions_change_one_number(gsm_pairs):
 def test_corrupted_answer_by_hand():
     answer = format_answer("98 + 93 = 191\n191 - 77 = 114", "114")
     rejected = corrupted_answer(answer, Corruption.step, random.Random(0))
-    assert rejected[:10] == "98 + 93 = " and rejected[13:] == answer[13:]
-    assert rejected[10:13] != "191" and rejected[10] != "0" and rejected[10:13].isdigit()
+    new = rejected[10:13]
+    assert rejected == f"98 + 93 = {new}\n{new} - 77 = 114\n#### 114{EOS}"  # carried into its use below
+    assert new != "191" and new[0] != "0" and new.isdigit()
+    # a later line whose *result* happens to equal the corrupted number keeps it
+    rejected = corrupted_answer(format_answer("2 + 4 = 6\n6 - 0 = 6", "6"), Corruption.step, random.Random(0))
+    new = rejected[8]
+    assert new != "6" and rejected == f"2 + 4 = {new}\n{new} - 0 = 6\n#### 6{EOS}"
     rejected = corrupted_answer(answer, Corruption.final, random.Random(0))
     assert rejected[:-len(EOS) - 3] == answer[:-len(EOS) - 3] and rejected[-len(EOS) - 3:-len(EOS)] != "114"
 
