@@ -11,7 +11,7 @@ def error(*overrides, path=None):
 
 def test_tiny_recipe_loads():
     job = load_job_config("configs/tiny.yaml", ["learner.num_ranks=2", "pretrain.steps=30"])
-    assert job.stages == [Stage.tokenizer, Stage.pretrain]
+    assert job.stages == [Stage.tokenizer, Stage.pretrain, Stage.reward_model]
     assert job.learner.num_ranks == 2 and job.pretrain.steps == 30
     assert job.corpus.sources[1].options["max_digits"] == 2
 
