@@ -2,14 +2,16 @@
 raw vLLM in one process, tether's rollout workers through Ray (1 and 2 workers), the reference
 KV-cache engine (through one worker), and plain transformers `model.generate` (batched).
 
-    .venv/bin/python bench/rollout_throughput.py [--prompts 64] [--new-tokens 128]
+    .venv/bin/python bench/rollout_throughput.py [--prompts 64] [--new-tokens 128] [--rounds 3]
 
-Writes its table to docs/benchmarks.md. Run it with nothing else on the machine."""
+vLLM rates are the median of --rounds timed calls after a warm-up (single runs on a shared 2-core
+machine vary by +-15%), with their range. Writes its table to docs/benchmarks.md."""
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -38,16 +40,19 @@ def prompt_ids(count: int, length: int) -> list[list[int]]:
     return [[0] + rng.integers(300, 4096, length - 1).tolist() for _ in range(count)]
 
 
-def raw_vllm(model: str, prompts: list[list[int]], new: int) -> float:
-    """Runs in its own process (vLLM takes over torch threads): returns generated tokens per second."""
+def raw_vllm(model: str, prompts: list[list[int]], new: int, rounds: int) -> list[float]:
+    """Runs in its own process (vLLM takes over torch threads): generated tokens per second, per round."""
     os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
     from vllm import LLM, SamplingParams
     llm = LLM(model=model, dtype="float32", enforce_eager=True, seed=0, kv_cache_memory_bytes=1 << 30)
     params = SamplingParams(temperature=1.0, max_tokens=new, min_tokens=new, logprobs=0)
     llm.generate([{"prompt_token_ids": p} for p in prompts[:4]], params, use_tqdm=False)  # warm-up
-    start = time.perf_counter()
-    outs = llm.generate([{"prompt_token_ids": p} for p in prompts], params, use_tqdm=False)
-    return sum(len(o.outputs[0].token_ids) for o in outs) / (time.perf_counter() - start)
+    rates = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        outs = llm.generate([{"prompt_token_ids": p} for p in prompts], params, use_tqdm=False)
+        rates.append(sum(len(o.outputs[0].token_ids) for o in outs) / (time.perf_counter() - start))
+    return rates
 
 
 def hf_generate(model_dir: str, prompts: list[list[int]], new: int, batch: int = 16) -> float:
@@ -65,7 +70,7 @@ def hf_generate(model_dir: str, prompts: list[list[int]], new: int, batch: int =
     return tokens / (time.perf_counter() - start)
 
 
-def tether_workers(model_dir: str, prompts: list[list[int]], new: int, workers: int, engine) -> float:
+def tether_workers(model_dir: str, prompts: list[list[int]], new: int, workers: int, engine, rounds: int) -> list[float]:
     import ray
 
     from cluster.rollout_pool import RolloutPool
@@ -77,9 +82,12 @@ def tether_workers(model_dir: str, prompts: list[list[int]], new: int, workers: 
     try:
         sampling = Sampling(temperature=1.0, max_new_tokens=new, min_new_tokens=new)
         pool.generate(prompts[:4 * workers], sampling)  # warm-up
-        start = time.perf_counter()
-        out = pool.generate(prompts, sampling)
-        return sum(len(r.response_ids) for g in out for r in g) / (time.perf_counter() - start)
+        rates = []
+        for _ in range(rounds):
+            start = time.perf_counter()
+            out = pool.generate(prompts, sampling)
+            rates.append(sum(len(r.response_ids) for g in out for r in g) / (time.perf_counter() - start))
+        return rates
     finally:
         pool.shutdown()
         del ray
@@ -90,10 +98,12 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=64)
     parser.add_argument("--prompt-len", type=int, default=32)
     parser.add_argument("--new-tokens", type=int, default=128)
-    parser.add_argument("--raw", nargs=3, help=argparse.SUPPRESS)  # internal: model, prompts file, new tokens
+    parser.add_argument("--rounds", type=int, default=3, help="timed calls per vLLM configuration")
+    parser.add_argument("--raw", nargs=4, help=argparse.SUPPRESS)  # internal: model, prompts file, new tokens, rounds
     args = parser.parse_args()
     if args.raw:
-        print(json.dumps(raw_vllm(args.raw[0], json.loads(Path(args.raw[1]).read_text()), int(args.raw[2]))))
+        print(json.dumps(raw_vllm(args.raw[0], json.loads(Path(args.raw[1]).read_text()), int(args.raw[2]),
+                                  int(args.raw[3]))))
         return
     import ray
 
@@ -103,21 +113,27 @@ def main() -> None:
     make_model(work)
     prompts = prompt_ids(args.prompts, args.prompt_len)
     (work / "prompts.json").write_text(json.dumps(prompts))
-    raw = subprocess.run([sys.executable, __file__, "--raw", str(work), str(work / "prompts.json"), str(args.new_tokens)],
+    raw = subprocess.run([sys.executable, __file__, "--raw", str(work), str(work / "prompts.json"), str(args.new_tokens),
+                          str(args.rounds)],
                          capture_output=True, text=True, check=True, env={**os.environ, "OMP_NUM_THREADS": str(os.cpu_count())})
     results = [("raw vLLM, one process", json.loads(raw.stdout.strip().splitlines()[-1]))]
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level="WARNING")
-    results.append(("tether, 1 rollout worker (vLLM) via Ray", tether_workers(str(work), prompts, args.new_tokens, 1, EngineKind.vllm)))
-    results.append(("tether, 2 rollout workers (vLLM) via Ray", tether_workers(str(work), prompts, args.new_tokens, 2, EngineKind.vllm)))
+    for workers in (1, 2):
+        results.append((f"tether, {workers} rollout worker(s) (vLLM) via Ray",
+                        tether_workers(str(work), prompts, args.new_tokens, workers, EngineKind.vllm, args.rounds)))
     few = prompts[:max(4, args.prompts // 8)]  # the reference engine is slow; its rate does not depend on the count
-    results.append(("tether, 1 reference-engine worker via Ray", tether_workers(str(work), few, args.new_tokens, 1, EngineKind.reference)))
+    results.append(("tether, 1 reference-engine worker via Ray",
+                    tether_workers(str(work), few, args.new_tokens, 1, EngineKind.reference, 1)))
     ray.shutdown()
-    results.append(("transformers model.generate, batch 16", hf_generate(str(work), prompts, args.new_tokens)))
-    raw_rate = results[0][1]
+    results.append(("transformers model.generate, batch 16", [hf_generate(str(work), prompts, args.new_tokens)]))
+    raw_rate = statistics.median(results[0][1])
     lines = [f"Model: configs/tiny.yaml's Llama (6 x 256, vocab 4096), random weights, fp32; {args.prompts} prompts of "
              f"{args.prompt_len} tokens, exactly {args.new_tokens} new tokens each, temperature 1; "
-             f"{os.cpu_count()} cores.", "", "| engine | generated tokens/s | vs raw vLLM |", "|---|---|---|"]
-    lines += [f"| {name} | {rate:,.0f} | {rate / raw_rate:.2f}x |" for name, rate in results]
+             f"{os.cpu_count()} cores. vLLM rows: median of {args.rounds} timed calls (range in brackets).", "",
+             "| engine | generated tokens/s | vs raw vLLM |", "|---|---|---|"]
+    for name, rates in results:
+        spread = f" ({min(rates):,.0f}-{max(rates):,.0f})" if len(rates) > 1 else ""
+        lines.append(f"| {name} | {statistics.median(rates):,.0f}{spread} | {statistics.median(rates) / raw_rate:.2f}x |")
     table = "\n".join(lines)
     print(table)
     write_section("rollout_throughput", "## Rollout throughput (`bench/rollout_throughput.py`)\n\n" + table)
