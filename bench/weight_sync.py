@@ -38,8 +38,7 @@ class FlatPeer:
     """A member of a plain gloo group that broadcasts (rank 0) or receives one flat fp32 buffer."""
 
     def join(self, host: str, port: int, rank: int, world: int) -> None:
-        import torch
-        self.rank, self.sync = rank, open_group(host, port, rank, world, 600, torch.device("cpu"))
+        self.rank, self.sync = rank, open_group(host, port, rank, world, 600, "cpu")
 
     def broadcast(self, numel: int) -> float:
         import torch

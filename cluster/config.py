@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from rewards.config import RewardConfig
-from rollout.config import RolloutConfig
+from rollout.config import EngineKind, RolloutConfig
 from rollout.types import Sampling
 from trainers.config import (CorpusConfig, LearnerConfig, ModelConfig, PairSourceKind, PretrainConfig,
                              RewardModelConfig, TokenizerConfig)
@@ -154,7 +154,7 @@ def validate(job: JobConfig) -> None:
     need(ro.kv_cache_gib > 0 and ro.timeout_s > 0 and ro.sync_bucket_mb > 0,
          "rollout.kv_cache_gib, timeout_s, sync_bucket_mb: must be > 0")
     if ro.colocate:
-        need(ro.engine.value == "vllm", "rollout.colocate: needs rollout.engine=vllm (vLLM's sleep mode)")
+        need(ro.engine == EngineKind.vllm, "rollout.colocate: needs rollout.engine=vllm (vLLM's sleep mode)")
         need(ro.gpus_per_worker > 0 and lr.gpus_per_rank > 0 and ro.gpus_per_worker + lr.gpus_per_rank <= 1,
              "rollout.colocate: needs GPUs, a share of one per learner rank and worker "
              f"(rollout.gpus_per_worker={ro.gpus_per_worker} + learner.gpus_per_rank={lr.gpus_per_rank} must be in (0, 1])")

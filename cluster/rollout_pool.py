@@ -73,7 +73,7 @@ class RolloutPool:
         host, port = learners.rank0(lambda a: a.node_address.remote(), "find a sync port")
         world = 1 + len(self.workers)
         joining = learners.start_every_rank(lambda a: a.join_weight_sync.remote(host, port, world))
-        self._wait([w.join_sync_group.remote(host, port, i + 1, world, self.cfg.timeout_s)
+        self._wait([w.join_sync_group.remote(host, port, i + 1, world, self.cfg.timeout_s, worker_device)
                     for i, w in enumerate(self.workers)], "join the weight-sync group")
         joining.result("join the weight-sync group")
 

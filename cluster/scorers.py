@@ -15,10 +15,11 @@ from rewards.model_worker import RewardModelWorker
 class RewardModelActor:
     def __init__(self, model_dir: str, spec: RewardModelSpec, timeout_s: float = 600.0):
         self.timeout_s = timeout_s
+        threads = max(1, int(spec.cpus))
         self.actor = ray.remote(RewardModelWorker).options(
             num_cpus=spec.cpus, num_gpus=spec.gpus, max_concurrency=1,
-            runtime_env={"env_vars": {"OMP_NUM_THREADS": str(max(1, int(spec.cpus))), "HF_HUB_OFFLINE": "1"}},
-        ).remote(model_dir, spec.batch_size, max(1, int(spec.cpus)))
+            runtime_env={"env_vars": {"OMP_NUM_THREADS": str(threads), "HF_HUB_OFFLINE": "1"}},
+        ).remote(model_dir, spec.batch_size, threads)
 
     def score(self, prompts: list[list[int]], responses: list[list[int]]) -> list[float]:
         try:

@@ -51,12 +51,8 @@ class VerifierPool:
         self.stats = VerifierStats()
         self.placement = place_role("verifier", [Bundle(cfg.cpus_per_worker, 0)] * cfg.num_workers, START_TIMEOUT_S)
         self.workers = [self._start(i) for i in range(cfg.num_workers)]
-        self._ready(range(cfg.num_workers))
+        self._wait_started()
         self.batch_timeout_s = cfg.call_timeout_s * math.ceil(cfg.batch_size / cfg.concurrency) + 30.0
-
-    @property
-    def labels(self) -> list[str]:
-        return [s.label for s in self.specs]
 
     def _start(self, index: int):
         return ray.remote(VerifierWorker).options(
@@ -65,8 +61,8 @@ class VerifierPool:
             scheduling_strategy=PlacementGroupSchedulingStrategy(self.placement, placement_group_bundle_index=index),
         ).remote(self.specs, self.cfg)
 
-    def _ready(self, indices) -> None:
-        refs = [self.workers[i].overloaded.remote() for i in indices]
+    def _wait_started(self) -> None:
+        refs = [w.overloaded.remote() for w in self.workers]
         try:
             ray.get(refs, timeout=START_TIMEOUT_S)
         except (RayActorError, ray.exceptions.GetTimeoutError) as e:

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from rewards.config import HttpRewardConfig
+from trainers.batches import pad_rows
 
 
 class RewardModelWorker:
@@ -34,10 +35,8 @@ class RewardModelWorker:
         scores = np.zeros(len(rows), np.float32)
         for start in range(0, len(rows), self.batch_size):
             chunk = order[start:start + self.batch_size]
-            width = max(len(rows[i]) for i in chunk)
-            tokens = torch.full((len(chunk), width), self.pad_id, dtype=torch.long)
-            for j, i in enumerate(chunk):
-                tokens[j, :len(rows[i])] = torch.tensor(rows[i])
+            batch = [rows[i] for i in chunk]
+            tokens = torch.from_numpy(pad_rows(batch, self.pad_id, max(len(r) for r in batch)))
             scores[chunk] = self.model(input_ids=tokens).logits[:, 0].float().numpy()
         return scores.tolist()
 

@@ -48,17 +48,18 @@ class SyncGroup:
     device: torch.device
 
 
-def open_group(host: str, port: int, rank: int, world_size: int, timeout_s: float, device: torch.device) -> SyncGroup:
+def open_group(host: str, port: int, rank: int, world_size: int, timeout_s: float, device_type: str) -> SyncGroup:
     """Rank 0 (learner rank 0) hosts the rendezvous store; every member must call this at once, all
-    with the same device type. The group is built from its own store, so it never touches the default
-    group of DeepSpeed or of vLLM's workers."""
+    with the same device_type ("cuda": NCCL on this process's current GPU; "cpu": gloo). The group is
+    built from its own store, so it never touches the default group of DeepSpeed or of vLLM's workers."""
     timeout = timedelta(seconds=timeout_s)
     store = dist.TCPStore(host, port, world_size, rank == 0, timeout=timeout)
-    if device.type == "cuda":
+    if device_type == "cuda":
+        device = torch.device("cuda", torch.cuda.current_device())
         options = dist.ProcessGroupNCCL.Options()
         options._timeout = timeout
         return SyncGroup(dist.ProcessGroupNCCL(store, rank, world_size, options), device)
-    return SyncGroup(dist.ProcessGroupGloo(store, rank, world_size, timeout), device)
+    return SyncGroup(dist.ProcessGroupGloo(store, rank, world_size, timeout), torch.device("cpu"))
 
 
 class BucketSender:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 
-import torch
-
 from rollout.config import EngineKind, RolloutConfig
 from rollout.types import FinishReason, Rollout, Sampling
 from rollout.weight_sync import TensorSpec, open_group, receive_buckets
@@ -32,8 +30,8 @@ class VllmEngine:
     def vocab_size(self) -> int:
         return self.llm.llm_engine.model_config.get_vocab_size()
 
-    def join_sync_group(self, host: str, port: int, rank: int, world: int, timeout_s: float) -> None:
-        self.llm.collective_rpc("tether_join_sync_group", args=(host, port, rank, world, timeout_s))
+    def join_sync_group(self, host: str, port: int, rank: int, world: int, timeout_s: float, device_type: str) -> None:
+        self.llm.collective_rpc("tether_join_sync_group", args=(host, port, rank, world, timeout_s, device_type))
 
     def receive_weights(self, buckets: list[list[TensorSpec]]) -> None:
         plan = [[[s.name, s.shape, s.dtype] for s in bucket] for bucket in buckets]
@@ -71,9 +69,8 @@ class ReferenceWorkerEngine:
     def vocab_size(self) -> int:
         return self.engine.model.config.vocab_size
 
-    def join_sync_group(self, host: str, port: int, rank: int, world: int, timeout_s: float) -> None:
-        device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
-        self.group = open_group(host, port, rank, world, timeout_s, device)
+    def join_sync_group(self, host: str, port: int, rank: int, world: int, timeout_s: float, device_type: str) -> None:
+        self.group = open_group(host, port, rank, world, timeout_s, device_type)
 
     def receive_weights(self, buckets: list[list[TensorSpec]]) -> None:
         self.engine.load_weights((name, t.clone()) for name, t in receive_buckets(self.group, buckets))
@@ -92,8 +89,8 @@ class RolloutWorker:
         return [[Rollout(p, ids, lps, reason, self.version) for ids, lps, reason in samples]
                 for p, samples in zip(prompts, self.engine.generate(prompts, s))]
 
-    def join_sync_group(self, host: str, port: int, rank: int, world: int, timeout_s: float) -> None:
-        self.engine.join_sync_group(host, port, rank, world, timeout_s)
+    def join_sync_group(self, host: str, port: int, rank: int, world: int, timeout_s: float, device_type: str) -> None:
+        self.engine.join_sync_group(host, port, rank, world, timeout_s, device_type)
 
     def receive_weights(self, buckets: list[list[TensorSpec]], version: int) -> int:
         self.engine.receive_weights(buckets)

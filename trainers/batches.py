@@ -44,6 +44,14 @@ class EvalSums:
     targets: int
 
 
+def pad_rows(rows: list[list[int]], pad_id: int, width: int) -> np.ndarray:
+    """Token-id rows right-padded to [len(rows), width] int64 (a scalar head reads the last non-pad token)."""
+    out = np.full((len(rows), width), pad_id, dtype=np.int64)
+    for i, row in enumerate(rows):
+        out[i, :len(row)] = row
+    return out
+
+
 @dataclass
 class PairBatch:
     """Preference pairs for reward-model training or scoring on one rank.

@@ -158,7 +158,7 @@ class Corruption(Enum):
     final = "final"
     """The `#### N` number differs from the last computed result."""
     step = "step"
-    """One intermediate computed result is wrong (the lines after it are left as written)."""
+    """One intermediate computed result is wrong (its later uses as an operand carry the wrong value)."""
     none = "none"
     """Pairs read from a file or dataset: how they differ is not known."""
 

@@ -100,30 +100,40 @@ class Learner:
         self.engine.train()
         tokens = torch.tensor(batch.tokens, device=self.device)
         mask = torch.tensor(batch.loss_mask, device=self.device) if batch.loss_mask is not None else None
-        micro = self.cfg.micro_batch
-        if len(tokens) != micro * self.cfg.grad_accum:
-            raise ValueError(f"rank {self.rank}: got {len(tokens)} sequences, expected micro_batch x grad_accum "
-                             f"= {micro * self.cfg.grad_accum}")
+        micro = self._micro_batch(len(tokens), "sequences")
         # DeepSpeed divides each micro-batch loss by grad_accum and averages gradients over ranks;
         # scaling by (grad_accum * world / global_targets) turns that into a token mean over the global batch.
         scale = self.cfg.grad_accum * self.world_size / batch.global_targets
         lr = self.engine.get_lr()[0]
-        nll_total, targets_total, compute_s, step_s, grad_norm = 0.0, 0, 0.0, 0.0, None
+        nll_total, targets_total, compute_s, step_s = 0.0, 0, 0.0, 0.0
         for i in range(self.cfg.grad_accum):
             rows = slice(i * micro, (i + 1) * micro)
             start = time.perf_counter()
             nll_sum, targets = self._forward_nll(tokens[rows], mask[rows] if mask is not None else None)
             self.engine.backward(nll_sum * scale)
             middle = time.perf_counter()
-            if i == self.cfg.grad_accum - 1 and self.cfg.zero_stage == 0:
-                grad_norm = self._reduced_grad_norm()  # ZeRO 0 leaves the reduced gradients on the parameters
-            self.engine.step()
+            grad_norm = self._optimizer_step(last=i == self.cfg.grad_accum - 1)
             compute_s, step_s = compute_s + middle - start, step_s + time.perf_counter() - middle
             nll_total += nll_sum.item()
             targets_total += int(targets.item())
-        if grad_norm is None:  # ZeRO 1-3 compute the global norm inside the step
-            grad_norm = float(self.engine.get_global_grad_norm() or 0.0)
         return StepResult(nll_total, targets_total, grad_norm, lr, compute_s, step_s)
+
+    def _micro_batch(self, rows: int, what: str) -> int:
+        """micro_batch, after checking that this rank got micro_batch x grad_accum rows."""
+        if rows != self.cfg.micro_batch * self.cfg.grad_accum:
+            raise ValueError(f"rank {self.rank}: got {rows} {what}, expected micro_batch x grad_accum "
+                             f"= {self.cfg.micro_batch * self.cfg.grad_accum}")
+        return self.cfg.micro_batch
+
+    def _optimizer_step(self, last: bool) -> float | None:
+        """engine.step() after a micro-batch's backward (DeepSpeed updates only after the last one).
+        On the last, returns the global gradient norm before clipping, else None."""
+        # ZeRO 0 leaves the reduced gradients on the parameters; ZeRO 1-3 compute the norm inside the step.
+        grad_norm = self._reduced_grad_norm() if last and self.cfg.zero_stage == 0 else None
+        self.engine.step()
+        if last and grad_norm is None:
+            grad_norm = float(self.engine.get_global_grad_norm() or 0.0)
+        return grad_norm
 
     def _reduced_grad_norm(self) -> float:
         grads = [p.grad for p in self.engine.module.parameters() if p.grad is not None]
@@ -136,13 +146,10 @@ class Learner:
     def train_pairs(self, batch: PairBatch) -> PairStepResult:
         """Collective (scalar head): one optimizer step of Bradley-Terry loss over this rank's pairs."""
         self.engine.train()
-        micro = self.cfg.micro_batch
-        if len(batch.chosen) != micro * self.cfg.grad_accum:
-            raise ValueError(f"rank {self.rank}: got {len(batch.chosen)} pairs, expected micro_batch x grad_accum "
-                             f"= {micro * self.cfg.grad_accum}")
+        micro = self._micro_batch(len(batch.chosen), "pairs")
         scale = self.cfg.grad_accum * self.world_size / batch.global_pairs  # a mean over the global batch
         lr = self.engine.get_lr()[0]
-        loss_total, correct, grad_norm = 0.0, 0, None
+        loss_total, correct = 0.0, 0
         for i in range(self.cfg.grad_accum):
             rows = slice(i * micro, (i + 1) * micro)
             both = torch.tensor(np.concatenate([batch.chosen[rows], batch.rejected[rows]]), device=self.device)
@@ -150,13 +157,9 @@ class Learner:
             losses = bradley_terry_loss(rewards[:micro], rewards[micro:],
                                         torch.tensor(batch.margin[rows], device=self.device))  # [micro]
             self.engine.backward(losses.sum() * scale)
-            if i == self.cfg.grad_accum - 1 and self.cfg.zero_stage == 0:
-                grad_norm = self._reduced_grad_norm()
-            self.engine.step()
+            grad_norm = self._optimizer_step(last=i == self.cfg.grad_accum - 1)
             loss_total += losses.sum().item()
             correct += int((rewards[:micro] > rewards[micro:]).sum())
-        if grad_norm is None:
-            grad_norm = float(self.engine.get_global_grad_norm() or 0.0)
         return PairStepResult(loss_total, len(batch.chosen), correct, grad_norm, lr)
 
     @torch.no_grad()
@@ -198,7 +201,7 @@ class Learner:
     def join_weight_sync(self, host: str, port: int, world_size: int) -> None:
         """Rank 0 joins (as rank 0) the process group it shares with the rollout workers."""
         if self.rank == 0:
-            self.sync_group = open_group(host, port, 0, world_size, self.cfg.timeout_s, self.device)
+            self.sync_group = open_group(host, port, 0, world_size, self.cfg.timeout_s, self.device.type)
 
     def push_weights(self, buckets: list[list[TensorSpec]]) -> None:
         """Collective: under ZeRO-3 every rank gathers each bucket's shards; rank 0 broadcasts it."""

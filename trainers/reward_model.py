@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from trainers.batches import PairBatch
+from trainers.batches import PairBatch, pad_rows
 from trainers.checkpoints import Checkpoints, DriverState, publish_dir, resume_stage
 from trainers.config import Corruption, LearnerConfig, RewardModelConfig
 from trainers.metrics import MetricsLog, PhaseTimer, plot_curves, read_metrics
@@ -40,32 +40,19 @@ class EncodedPairs:
 
 def encode_pairs(pairs: list[PreferencePair], tokenizer, max_len: int, use_margins: bool) -> EncodedPairs:
     """Token ids of each side; a pair whose longer side exceeds max_len is dropped, and the count logged."""
-    out = EncodedPairs([], [], np.zeros(0, np.float32), [])
-    margins = []
+    kept = []
     for p in pairs:
         chosen = tokenizer(p.prompt + p.chosen)["input_ids"]
         rejected = tokenizer(p.prompt + p.rejected)["input_ids"]
-        if max(len(chosen), len(rejected)) > max_len:
-            continue
-        out.chosen.append(chosen)
-        out.rejected.append(rejected)
-        out.corruption.append(p.corruption)
-        margins.append(p.margin if use_margins else 0.0)
-    dropped = len(pairs) - len(out)
-    if dropped:
-        log.warning("reward_model: dropped %d of %d pairs longer than max_len=%d tokens", dropped, len(pairs), max_len)
-    if not out.chosen:
+        if max(len(chosen), len(rejected)) <= max_len:
+            kept.append((chosen, rejected, p.margin if use_margins else 0.0, p.corruption))
+    if len(kept) < len(pairs):
+        log.warning("reward_model: dropped %d of %d pairs longer than max_len=%d tokens",
+                    len(pairs) - len(kept), len(pairs), max_len)
+    if not kept:
         raise ValueError(f"reward_model: no pair fits in max_len={max_len} tokens")
-    out.margin = np.array(margins, np.float32)
-    return out
-
-
-def pad_rows(rows: list[list[int]], pad_id: int, width: int) -> np.ndarray:
-    """Right-padded [len(rows), width] int64 (the scalar head reads the last non-pad token)."""
-    out = np.full((len(rows), width), pad_id, dtype=np.int64)
-    for i, row in enumerate(rows):
-        out[i, :len(row)] = row
-    return out
+    chosen, rejected, margins, corruption = zip(*kept)
+    return EncodedPairs(list(chosen), list(rejected), np.array(margins, np.float32), list(corruption))
 
 
 def pair_batch(pairs: EncodedPairs, indices: np.ndarray, pad_id: int) -> PairBatch:
@@ -81,14 +68,14 @@ def held_out_accuracy(learners, pairs: EncodedPairs, pad_id: int, ranks: int, mi
     per_call = ranks * micro
     count = len(pairs)
     padded = np.resize(np.arange(count), -(-count // per_call) * per_call)  # repeat rows to fill the last call
-    margins = np.zeros(0, np.float32)
+    gaps = np.zeros(0, np.float32)                                           # R+ - R- per pair
     for chunk in np.split(padded, len(padded) // per_call):
         batch = pair_batch(pairs, chunk, pad_id)
         both = np.concatenate([batch.chosen, batch.rejected])                # [2 per_call, T]
         scores = np.concatenate(learners.sharded(np.split(both, ranks), lambda a, t: a.reward_scores.remote(t),
                                                  "score held-out pairs"))
-        margins = np.concatenate([margins, scores[:per_call] - scores[per_call:]])
-    correct = margins[:count] > 0
+        gaps = np.concatenate([gaps, scores[:per_call] - scores[per_call:]])
+    correct = gaps[:count] > 0
     kinds = np.array([c.value for c in pairs.corruption])
     out = {"val/pair_accuracy": float(correct.mean()), "val/pairs": count}
     for kind in sorted(set(kinds)):
@@ -119,8 +106,9 @@ def run_reward_model(learners, cfg: RewardModelConfig, learner_cfg: LearnerConfi
             parts = learners.sharded(batch.split(ranks), lambda a, b: a.train_pairs.remote(b), "train step")
         state = DriverState(state.step + 1, state.tokens_seen + batch.chosen.size + batch.rejected.size,
                             state.policy_version + 1)
-        record = {"train/loss": sum(p.loss_sum for p in parts) / rows,
-                  "train/pair_accuracy": sum(p.correct for p in parts) / rows,
+        pairs = sum(p.pairs for p in parts)
+        record = {"train/loss": sum(p.loss_sum for p in parts) / pairs,
+                  "train/pair_accuracy": sum(p.correct for p in parts) / pairs,
                   "train/lr": parts[0].lr, "train/grad_norm": parts[0].grad_norm}
         if state.step % cfg.eval_every == 0 or state.step == cfg.steps:
             with timer("evaluate"):

@@ -17,7 +17,7 @@ FIX = "tests.fixtures.verifiers"
 
 
 def pool_of(*fns, workers=2, **cfg):
-    return VerifierPool([VerifierSpec(fn=f"{FIX}:{f}" if ":" not in f and f != "has_citation" else f) for f in fns],
+    return VerifierPool([VerifierSpec(fn=f"{FIX}:{f}") for f in fns],
                         VerifierPoolConfig(num_workers=workers, cpus_per_worker=0.25, **cfg))
 
 
