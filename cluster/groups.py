@@ -18,12 +18,14 @@ def learner_env(cfg: LearnerConfig) -> dict[str, str]:
 
 
 def start_learners(cfg: LearnerConfig, model_dir: str, total_steps: int, colocated: Bundle | None = None,
-                   head: ModelHead = ModelHead.causal_lm) -> ActorGroup[Learner]:
-    """One Learner actor per rank, joined in a process group, each holding `model_dir` under DeepSpeed
-    (as a policy, or with head=scalar as a reward model).
+                   head: ModelHead = ModelHead.causal_lm, actor_class: type[Learner] = Learner,
+                   role: str = "learner") -> ActorGroup[Learner]:
+    """One `actor_class` actor per rank (a Learner, or PolicyLearner/CriticLearner for the alignment
+    loops), joined in a process group, each holding `model_dir` under DeepSpeed (as a policy; with
+    head=scalar as a reward model; with head=value as a critic).
     colocated: room left in each rank's bundle for a rollout worker (RolloutPool(shared=...))."""
     bundles = [Bundle(cfg.cpus_per_rank, cfg.gpus_per_rank)] * cfg.num_ranks
-    group = ActorGroup("learner", Learner, bundles, lambda rank: (rank, cfg.num_ranks, cfg, total_steps),
+    group = ActorGroup(role, actor_class, bundles, lambda rank: (rank, cfg.num_ranks, cfg, total_steps),
                        timeout_s=cfg.timeout_s, env=learner_env(cfg), room=colocated)
     host, port = group.rank0(lambda a: a.node_address.remote(), "find a rendezvous port")
     group.every_rank(lambda a: a.setup.remote(host, port, model_dir, head), "join the process group and load the model")

@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from cluster.config import ConfigError, JobConfig, Stage, load_job_config, to_yaml
+from cluster.config import POLICY_STAGES, STAGE_ORDER, ConfigError, JobConfig, Stage, load_job_config, to_yaml
 from cluster.plan import check_plan, plan_roles
 
 
@@ -41,6 +41,7 @@ def _identity(job: JobConfig) -> str:
     """The parts of a config that define a run (how it is executed may change between invocations)."""
     same = dataclasses.replace(job, resume=False, cluster=dataclasses.replace(job.cluster, address=None),
                                pretrain=dataclasses.replace(job.pretrain, stop_after_steps=None),
+                               grpo=dataclasses.replace(job.grpo, stop_after_steps=None),
                                learner=dataclasses.replace(job.learner, timeout_s=0.0))
     return to_yaml(same)
 
@@ -79,10 +80,18 @@ def run_pipeline(job: JobConfig) -> RunPaths:
         connect(job.cluster)
         check_plan(job)
     prepare_run_dir(job, paths)
+    from cluster.align_stages import ALIGNMENT_STAGES
+    runners = {**STAGE_RUNNERS, **ALIGNMENT_STAGES}
+    from trainers.report import acceptance_checks, record_seconds, write_report
+    timings = {}
     for stage in job.stages:
         start = time.perf_counter()
-        STAGE_RUNNERS[stage](job, paths)
-        print(f"[{stage.value}] finished in {time.perf_counter() - start:.1f}s")
+        runners[stage](job, paths)
+        timings = record_seconds(paths.root, stage.value, time.perf_counter() - start)
+        print(f"[{stage.value}] finished in {timings[stage.value]:.1f}s")
+    kl_bound = job.ppo.kl_bound if Stage.ppo in job.stages else None
+    report = write_report(paths.root, [s.value for s in job.stages], timings, acceptance_checks(paths.root, kl_bound))
+    print(f"report: {report}")
     return paths
 
 
@@ -98,8 +107,7 @@ def pretrain_stage(job: JobConfig, paths: RunPaths) -> None:
     from cluster.groups import start_learners
     from trainers.pretrain import run_pretrain
     out = paths.stage(Stage.pretrain)
-    if job.resume and (out / "model" / "config.json").is_file():
-        print("[pretrain] already done")
+    if stage_done(job, out, "pretrain"):
         return
     if not (paths.data / "meta.json").is_file():
         raise RunDirError(f"pretrain needs the tokenizer stage's output in {paths.data}; add 'tokenizer' to stages")
@@ -118,10 +126,9 @@ def reward_model_stage(job: JobConfig, paths: RunPaths) -> None:
     from trainers.reward_model import encode_pairs, run_reward_model
     from trainers.tokenizer import load_tokenizer
     cfg, out = job.reward_model, paths.stage(Stage.reward_model)
-    if job.resume and (out / "model" / "config.json").is_file():
-        print("[reward_model] already done")
+    if stage_done(job, out, "reward_model"):
         return
-    base = policy_model(job, paths)
+    base = policy_model(job, paths, Stage.reward_model)
     tokenizer = load_tokenizer(base)
     train, val = split_pairs(load_pair_sources(cfg.pairs, job.seed), cfg.held_out_fraction, job.seed)
     train = encode_pairs(train, tokenizer, cfg.max_len, cfg.use_margins)
@@ -134,15 +141,31 @@ def reward_model_stage(job: JobConfig, paths: RunPaths) -> None:
         learners.shutdown()
 
 
-def policy_model(job: JobConfig, paths: RunPaths) -> Path:
-    """The policy the later stages start from: this run's pretrained model, else model.path."""
-    pretrained = paths.stage(Stage.pretrain) / "model"
-    if (pretrained / "config.json").is_file():
-        return pretrained
+def policy_model(job: JobConfig, paths: RunPaths, stage: Stage) -> Path:
+    """The policy `stage` starts from: the output of the last policy stage listed before it; with none
+    listed, model.path; failing that, the latest earlier policy stage's output in this run directory."""
+    earlier = [s for s in STAGE_ORDER[:STAGE_ORDER.index(stage)] if s in POLICY_STAGES]
+    listed = [s for s in earlier if s in job.stages]
+    if listed:
+        model = paths.stage(listed[-1]) / "model"
+        if not (model / "config.json").is_file():
+            raise RunDirError(f"{stage.value} starts from the {listed[-1].value} stage's output, but {model} does not exist")
+        return model
     if job.model.path:
         return Path(job.model.path)
-    raise RunDirError(f"no policy to start from: {pretrained} does not exist and model.path is not set; "
-                      f"add 'pretrain' to stages or set model.path")
+    for s in reversed(earlier):
+        if (paths.stage(s) / "model" / "config.json").is_file():
+            return paths.stage(s) / "model"
+    raise RunDirError(f"no policy for {stage.value} to start from: no earlier stage's model in {paths.root} and "
+                      f"model.path is not set; add 'pretrain' to stages or set model.path")
+
+
+def stage_done(job: JobConfig, out: Path, name: str) -> bool:
+    """With resume=true, a stage whose model is published is skipped."""
+    if job.resume and (out / "model" / "config.json").is_file():
+        print(f"[{name}] already done")
+        return True
+    return False
 
 
 def initial_model(job: JobConfig, paths: RunPaths) -> Path:

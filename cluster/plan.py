@@ -16,10 +16,36 @@ class RolePlan:
     stages: list[str]
 
 
+def stage_roles(job: JobConfig, stage: Stage) -> list[tuple[str, int, float, float]]:
+    """(role, actors, CPUs each, GPUs each) that `stage` runs at once."""
+    lr, ro, pool = job.learner, job.rollout, job.verifier_pool
+    learner = ("learner", lr.num_ranks, lr.cpus_per_rank, lr.gpus_per_rank)
+    if stage in (Stage.pretrain, Stage.reward_model, Stage.dpo):
+        return [learner]
+    if stage not in (Stage.sft, Stage.grpo, Stage.rsft, Stage.ppo):
+        return []
+    # colocated rollout workers sit in the learners' bundles and add nothing
+    roles = [learner] + ([] if ro.colocate else [("rollout", ro.num_workers, ro.cpus_per_worker, ro.gpus_per_worker)])
+    if job.rewards.verifiers:
+        roles.append(("verifier", pool.num_workers, pool.cpus_per_worker, 0.0))
+    rm = job.rewards.reward_model
+    if rm is not None and rm.http is None and not (rm.from_stage and stage == Stage.sft):
+        roles.append(("reward_model", 1, rm.cpus, rm.gpus))
+    if stage in (Stage.grpo, Stage.ppo):
+        roles.append(("reference", 1, job.reference.cpus, job.reference.gpus))
+    if stage == Stage.ppo:
+        roles.append(("critic", lr.num_ranks, lr.cpus_per_rank, lr.gpus_per_rank))
+    return roles
+
+
 def plan_roles(job: JobConfig) -> list[RolePlan]:
-    uses = [s.value for s in job.stages if s in (Stage.pretrain, Stage.reward_model)]
-    learners = job.learner
-    return [RolePlan("learner", learners.num_ranks if uses else 0, learners.cpus_per_rank, learners.gpus_per_rank, uses)]
+    """Every role the job starts, with the stages that start it (roles live only during their stages)."""
+    plans: dict[str, RolePlan] = {}
+    for stage in job.stages:
+        for role, count, cpus, gpus in stage_roles(job, stage):
+            plan = plans.setdefault(role, RolePlan(role, count, cpus, gpus, []))
+            plan.stages.append(stage.value)
+    return list(plans.values())
 
 
 def cluster_resources() -> dict[str, float]:
@@ -27,13 +53,16 @@ def cluster_resources() -> dict[str, float]:
     return ray.cluster_resources()
 
 
+def peak_needs(roles: list[RolePlan]) -> dict[str, float]:
+    """CPUs and GPUs of the busiest stage (the roles of one stage run at once; stages run one after another)."""
+    stages = {s for r in roles for s in r.stages}
+    return {key: max((sum(r.count * getattr(r, attr) for r in roles if s in r.stages) for s in stages), default=0.0)
+            for key, attr in (("CPU", "cpus_each"), ("GPU", "gpus_each"))}
+
+
 def plan_problems(roles: list[RolePlan], resources: dict[str, float]) -> list[str]:
-    problems = []
-    for key, attr in (("CPU", "cpus_each"), ("GPU", "gpus_each")):
-        need = sum(r.count * getattr(r, attr) for r in roles)
-        if need > resources.get(key, 0.0) + 1e-9:
-            problems.append(f"needs {need:g} {key} in all, the cluster has {resources.get(key, 0.0):g}")
-    return problems
+    return [f"needs {need:g} {key} at its busiest stage, the cluster has {resources.get(key, 0.0):g}"
+            for key, need in peak_needs(roles).items() if need > resources.get(key, 0.0) + 1e-9]
 
 
 def check_plan(job: JobConfig) -> None:
@@ -47,9 +76,8 @@ def format_plan(roles: list[RolePlan], resources: dict[str, float], where: str) 
              f"{'role':<12}{'actors':>7}{'CPU each':>10}{'GPU each':>10}  stages"]
     for r in roles:
         lines.append(f"{r.role:<12}{r.count:>7}{r.cpus_each:>10g}{r.gpus_each:>10g}  {', '.join(r.stages) or '-'}")
-    need_cpu = sum(r.count * r.cpus_each for r in roles)
-    need_gpu = sum(r.count * r.gpus_each for r in roles)
-    lines.append(f"{'total':<12}{sum(r.count for r in roles):>7}{need_cpu:>10g}{need_gpu:>10g}")
+    peak = peak_needs(roles)
+    lines.append(f"{'peak stage':<12}{'':>7}{peak['CPU']:>10g}{peak['GPU']:>10g}")
     problems = plan_problems(roles, resources)
     lines.append("fits" if not problems else "DOES NOT FIT: " + "; ".join(problems))
     return "\n".join(lines)

@@ -23,7 +23,7 @@ class Sampling:
     stop: list[str] = field(default_factory=list)
     """Stop once the response text ends with one of these (the tokens that spelled it stay in the response)."""
     seed: Optional[int] = None
-    """Seeds the sampler (None: nondeterministic). vLLM engines are seeded once, at start-up."""
+    """Seeds the sampler for this call (None: the engine continues its own stream); each worker adds its index."""
 
     def __post_init__(self):
         if not 0.0 < self.top_p <= 1.0:

@@ -2,6 +2,7 @@
 Ray actor. Calls run one at a time, so no generation ever sees half-loaded weights."""
 from __future__ import annotations
 
+import dataclasses
 import os
 
 from rollout.config import EngineKind, RolloutConfig
@@ -21,6 +22,11 @@ class VllmEngine:
 
     def generate(self, prompts: list[list[int]], s: Sampling) -> list[list[tuple[list[int], list[float], FinishReason]]]:
         from vllm import SamplingParams
+        if s.seed is not None:
+            # Per-request seeds crash vLLM's CPU worker; without one its sampler draws from torch's
+            # global generator, which lives in this process (multiprocessing off).
+            import torch
+            torch.manual_seed(s.seed)
         params = SamplingParams(n=s.n, temperature=max(s.temperature, 0.0), top_k=s.top_k, top_p=s.top_p,
                                 max_tokens=s.max_new_tokens, min_tokens=s.min_new_tokens, stop=s.stop or None,
                                 logprobs=0)
@@ -85,7 +91,10 @@ class RolloutWorker:
         self.engine = ENGINES[cfg.engine](model_dir, cfg)
 
     def generate(self, prompts: list[list[int]], s: Sampling) -> list[list[Rollout]]:
-        """n Rollouts per prompt, stamped with the version of the weights that sampled them."""
+        """n Rollouts per prompt, stamped with the version of the weights that sampled them. A seeded
+        Sampling is offset by the worker's index, so that workers draw different streams."""
+        if s.seed is not None:
+            s = dataclasses.replace(s, seed=s.seed + self.index)
         return [[Rollout(p, ids, lps, reason, self.version) for ids, lps, reason in samples]
                 for p, samples in zip(prompts, self.engine.generate(prompts, s))]
 

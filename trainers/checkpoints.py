@@ -7,6 +7,7 @@ import os
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Optional
 
 
 @dataclass
@@ -15,6 +16,7 @@ class DriverState:
     step: int              # optimizer steps done; also the data position (batches are a function of step)
     tokens_seen: int
     policy_version: int    # bumped by every optimizer step
+    kl_coef: Optional[float] = None  # ppo with an adaptive KL coefficient: its current value
 
 
 class Checkpoints:

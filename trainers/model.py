@@ -7,7 +7,8 @@ from enum import Enum
 from pathlib import Path
 
 import torch
-from transformers import (AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, LlamaConfig,
+from transformers import (AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification,
+                          AutoModelForTokenClassification, LlamaConfig,
                           LlamaForCausalLM, PreTrainedModel)
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
@@ -51,6 +52,8 @@ class ModelHead(Enum):
     """The policy: next-token logits over the vocabulary."""
     scalar = "scalar"
     """A reward model R_phi: the policy's backbone with a scalar head read at the last non-pad token."""
+    value = "value"
+    """A critic V_psi: the policy's backbone with a scalar head read at every position."""
 
 
 def load_reward_model(path: str | Path, dtype: torch.dtype = torch.float32) -> PreTrainedModel:
@@ -65,8 +68,22 @@ def load_reward_model(path: str | Path, dtype: torch.dtype = torch.float32) -> P
         return AutoModelForSequenceClassification.from_pretrained(str(path), config=config, dtype=dtype)
 
 
+def load_value_model(path: str | Path, dtype: torch.dtype = torch.float32) -> PreTrainedModel:
+    """A token-classification model with one output per position (a critic). From a causal-LM directory
+    the backbone loads and the value head starts at random (the same in every run)."""
+    config = AutoConfig.from_pretrained(str(path))
+    config.num_labels = 1
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        return AutoModelForTokenClassification.from_pretrained(str(path), config=config, dtype=dtype)
+
+
 def load_model(path: str | Path, head: ModelHead) -> PreTrainedModel:
-    return load_reward_model(path) if head == ModelHead.scalar else load_causal_lm(path)
+    if head == ModelHead.scalar:
+        return load_reward_model(path)
+    if head == ModelHead.value:
+        return load_value_model(path)
+    return load_causal_lm(path)
 
 
 def matmul_params(config) -> int:

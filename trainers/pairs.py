@@ -151,13 +151,13 @@ def load_pairs(path_or_name: str, count: int = 0, hf_split: str | None = None) -
     given, from that split of the HF dataset `path_or_name`. Rows need prompt, chosen and rejected
     strings (used verbatim, so write them in the policy's chat format) and may give a margin."""
     if hf_split is not None:
-        rows = _hf_rows(path_or_name, hf_split)
+        rows = hf_rows(path_or_name, hf_split)
     else:
-        rows = _file_rows(Path(path_or_name))
+        rows = file_rows(Path(path_or_name))
     return [_pair_from_row(row, where) for where, row in itertools.islice(rows, count or None)]
 
 
-def _file_rows(path: Path) -> Iterable[tuple[str, dict]]:
+def file_rows(path: Path) -> Iterable[tuple[str, dict]]:
     if not path.exists():
         raise FileNotFoundError(f"pairs file {path} does not exist")
     if path.suffix == ".jsonl":
@@ -170,7 +170,7 @@ def _file_rows(path: Path) -> Iterable[tuple[str, dict]]:
                 except json.JSONDecodeError as e:
                     raise ValueError(f"{path}:{n} is not valid JSON: {e}") from None
                 if not isinstance(row, dict):
-                    raise ValueError(f"{path}:{n} is a JSON {type(row).__name__}, not an object with {PAIR_FIELDS}")
+                    raise ValueError(f"{path}:{n} is a JSON {type(row).__name__}, not an object")
                 yield f"{path}:{n}", row
     elif path.suffix == ".parquet":
         import pyarrow.parquet as pq
@@ -184,7 +184,7 @@ def _file_rows(path: Path) -> Iterable[tuple[str, dict]]:
         raise ValueError(f"pairs file {path}: unsupported suffix '{path.suffix}' (use .jsonl or .parquet)")
 
 
-def _hf_rows(name: str, split: str) -> Iterable[tuple[str, dict]]:
+def hf_rows(name: str, split: str) -> Iterable[tuple[str, dict]]:
     try:
         import datasets
     except ImportError:

@@ -1,5 +1,7 @@
-"""tokenizer -> pretrain -> reward_model through the `tether` CLI on a shrunken tiny recipe, then
-the checkpoints it wrote are loaded by transformers, vLLM and a RewardModelWorker."""
+"""The whole tiny recipe (tokenizer -> pretrain -> sft -> reward_model -> grpo -> rsft -> ppo -> dpo) through
+the `tether` CLI with shrunken budgets: every stage writes its metrics, plots and model, the report reads
+them back, the checkpoints load in transformers, vLLM and a RewardModelWorker, and a GRPO stage killed
+mid-run and resumed logs the same metrics as one that ran straight through."""
 import json
 import os
 import subprocess
@@ -17,7 +19,16 @@ SHORT = ["tokenizer.vocab_size=512", "tokenizer.train_chars=2000000", "model.hid
          "learner.cpus_per_rank=0.5", "learner.threads_per_rank=1", "learner.warmup_steps=5", "cluster.num_cpus=2",
          "reward_model.pairs=[{name: chain_sum, count: 80, options: {max_digits: 2}}]", "reward_model.steps=6",
          "reward_model.warmup_steps=1", "reward_model.eval_every=3", "reward_model.checkpoint_every=3",
-         "reward_model.max_len=128"]
+         "reward_model.max_len=128", "rollout.kv_cache_gib=0.25", "cluster.num_cpus=8",
+         "tasks.train.count=64", "tasks.held_out.count=8", "tasks.eval_samples=2", "tasks.eval_k=2",
+         "tasks.max_new_tokens=16", "sft.steps=4", "sft.batch_size=16", "sft.eval_every=2", "sft.checkpoint_every=2",
+         "grpo.steps=2", "grpo.prompts_per_step=4", "grpo.group_size=4", "grpo.update.minibatch_size=16",
+         "grpo.eval_every=2", "grpo.checkpoint_every=1", "rsft.rounds=1", "rsft.prompts_per_round=4",
+         "rsft.samples_per_prompt=4", "rsft.sft_steps=2", "rsft.batch_size=16", "rsft.keep=passing",
+         "rsft.min_reward=0.0", "ppo.steps=2", "ppo.prompts_per_step=16", "ppo.update.minibatch_size=16",
+         "ppo.eval_every=2", "ppo.checkpoint_every=1", "dpo.pairs=[{name: chain_sum, count: 40, options: {max_digits: 2}}]",
+         "dpo.steps=2", "dpo.eval_every=1", "dpo.checkpoint_every=2", "dpo.max_len=128"]
+ALIGNMENT = ["sft", "grpo", "rsft", "ppo", "dpo"]
 
 
 def tether(*args: str) -> subprocess.CompletedProcess:
@@ -34,7 +45,7 @@ def run_dir(tmp_path_factory) -> Path:
 
 
 def test_pipeline_writes_a_complete_run(run_dir):
-    for path in ["config.yaml", "tokenizer/tokenizer.json", "data/meta.json", "pretrain/metrics.jsonl",
+    for path in ["config.yaml", "report.md", "timings.json", "tokenizer/tokenizer.json", "data/meta.json", "pretrain/metrics.jsonl",
                  "pretrain/loss.png", "pretrain/checkpoints/latest", "pretrain/model/model.safetensors",
                  "pretrain/model/tokenizer.json"]:
         assert (run_dir / path).exists(), path
@@ -62,6 +73,65 @@ def test_reward_model_stage_writes_metrics_and_a_servable_model(run_dir):
     scores = RewardModelWorker(str(run_dir / "reward_model/model"), batch_size=2).score(
         [tok("<|user|>1 + 1 =<|end|><|assistant|>")["input_ids"]] * 2, [tok("#### 2<|eos|>")["input_ids"]] * 2)
     assert len(scores) == 2 and scores[0] == scores[1]
+
+
+def records(path: Path) -> list[dict]:
+    return [json.loads(x) for x in path.read_text().splitlines()]
+
+
+def test_alignment_stages_write_metrics_plots_models_and_the_report(run_dir):
+    for stage in ALIGNMENT:
+        for path in ["metrics.jsonl", "curves.png", "model/model.safetensors", "model/tokenizer.json"]:
+            assert (run_dir / stage / path).exists(), f"{stage}/{path}"
+    grpo = records(run_dir / "grpo/metrics.jsonl")
+    assert [r["step"] for r in grpo] == [0, 1, 2] and "eval/pass@1" in grpo[0] and "eval/pass@2" in grpo[-1]
+    assert {"reward/mean", "verifier/math/pass_rate", "policy/kl_to_ref", "policy/entropy", "policy/clip_fraction",
+            "policy/approx_kl", "rollout/response_tokens", "rollout/tokens_per_s", "time/generate", "time/update",
+            "time/sync"} <= set(grpo[1])
+    assert grpo[1]["policy/kl_to_ref"] == pytest.approx(0.0, abs=1e-6)  # pi_ref is the starting policy
+    ppo = records(run_dir / "ppo/metrics.jsonl")
+    assert {"ppo/kl_per_response", "critic/loss", "reward/model_score"} <= set(ppo[1])
+    assert "eval/reward_model_score" in ppo[0] and "eval/reward_model_score" in ppo[-1]
+    assert records(run_dir / "rsft/metrics.jsonl")[-1]["rsft/kept"] == 16  # keep=passing, min_reward 0: all
+    dpo = records(run_dir / "dpo/metrics.jsonl")
+    assert dpo[0]["eval/preference_accuracy"] == 0.0 and "train/loss" in dpo[1]   # margins start at exactly 0
+    report = (run_dir / "report.md").read_text()
+    for stage in ["pretrain"] + ALIGNMENT:
+        assert f"| {stage} |" in report, stage
+    assert "grpo: held-out pass@1" in report and "ppo: largest KL per response" in report
+
+
+def test_grpo_killed_and_resumed_logs_what_an_uninterrupted_run_logs(run_dir, tmp_path):
+    import signal
+    import time
+    grpo = ["stages=[grpo]", f"model.path={run_dir / 'sft/model'}", "grpo.steps=4", "grpo.checkpoint_every=2",
+            "grpo.eval_every=4", f"runs_dir={tmp_path}"]
+    done = tether("run", "configs/tiny.yaml", "name=straight", *SHORT, *grpo)
+    assert done.returncode == 0, done.stderr[-3000:]
+    command = [sys.executable, "-m", "cluster.cli", "run", "configs/tiny.yaml", "name=killed", *SHORT, *grpo]
+    proc = subprocess.Popen(command, cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"}, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    latest = tmp_path / "killed/grpo/checkpoints/latest"
+    deadline = time.time() + 600
+    while not (latest.is_file() and latest.read_text().strip() == "step_000002") and time.time() < deadline:
+        assert proc.poll() is None, "the run ended before its step-2 checkpoint"
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.wait() < 0   # killed, not finished
+    time.sleep(2)
+    done = tether("run", "configs/tiny.yaml", "name=killed", *SHORT, *grpo, "resume=true")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "resumed from" in done.stdout + done.stderr
+
+    def comparable(name):
+        return [{k: v for k, v in r.items() if not k.startswith("time/") and k != "rollout/tokens_per_s"}
+                for r in records(tmp_path / name / "grpo/metrics.jsonl")]
+    straight, resumed = comparable("straight"), comparable("killed")
+    assert [r["step"] for r in resumed] == [0, 1, 2, 3, 4]
+    for a, b in zip(straight, resumed):
+        assert a.keys() == b.keys()
+        for key in a:
+            assert b[key] == pytest.approx(a[key], rel=1e-5, abs=1e-6), (a["step"], key)
 
 
 def test_same_name_different_config_is_refused(run_dir):

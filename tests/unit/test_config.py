@@ -11,7 +11,8 @@ def error(*overrides, path=None):
 
 def test_tiny_recipe_loads():
     job = load_job_config("configs/tiny.yaml", ["learner.num_ranks=2", "pretrain.steps=30"])
-    assert job.stages == [Stage.tokenizer, Stage.pretrain, Stage.reward_model]
+    assert job.stages == [Stage.tokenizer, Stage.pretrain, Stage.sft, Stage.reward_model, Stage.grpo, Stage.rsft,
+                          Stage.ppo, Stage.dpo]
     assert job.learner.num_ranks == 2 and job.pretrain.steps == 30
     assert job.corpus.sources[1].options["max_digits"] == 2
 
@@ -50,6 +51,14 @@ def test_wrong_type_and_enum():
     ("rewards.reward_model={http: {url: 'ftp://x'}}", "http:// or https://"),
     ("reward_model.pairs=[{corruptions: []}]", "at least one corruption"),
     ("verifier_pool.concurrency=0", "verifier_pool"),
+    (("stages=[grpo]", "grpo.group_size=1"), "group_size >= 2"),
+    (("stages=[grpo]",), "grpo.reward=verifiers needs rewards.verifiers"),
+    (("stages=[ppo]", "rewards.verifiers=[{fn: math}]"), "ppo.reward=reward_model needs rewards.reward_model"),
+    (("stages=[sft]", "sft.batch_size=20"), "sft.batch_size=20: must be a multiple of"),
+    (("stages=[grpo]", "rewards.verifiers=[{fn: math}]", "grpo.update.dual_clip=0.5"), "dual_clip"),
+    (("stages=[dpo]", "dpo.beta=0"), "beta > 0"),
+    ("tasks.eval_k=9", "tasks.eval_k"),
+    ("tasks.min_new_tokens=100", "tasks.min_new_tokens"),
 ])
 def test_impossible_combinations(override, words):
     assert words in error(*(override if isinstance(override, tuple) else (override,)))

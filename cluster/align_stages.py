@@ -1,0 +1,166 @@
+"""The stages after pretraining (sft, grpo, rsft, ppo, dpo): each starts the roles it needs, hands them
+to its loop in trainers/, and stops them, whatever happens.
+
+Each reads the policy the previous policy stage wrote (or model.path) and writes <run>/<stage>/model."""
+from __future__ import annotations
+
+import dataclasses
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, Optional
+
+from cluster.config import STAGE_ORDER, JobConfig, Stage
+from cluster.pipeline import RunDirError, RunPaths, policy_model, stage_done
+from trainers.align_config import PolicyUpdateConfig, RewardTerms
+from trainers.alignment import Roles
+from trainers.config import LearnerConfig
+
+
+def policy_learner_config(job: JobConfig, lr: float, warmup_steps: int, rows_per_step: int, what: str) -> LearnerConfig:
+    """The learner settings of a stage: its own LR and warm-up, and grad_accum so that one optimizer
+    step takes rows_per_step rows over all ranks."""
+    per_pass = job.learner.num_ranks * job.learner.micro_batch
+    if rows_per_step % per_pass:
+        raise ValueError(f"{what}={rows_per_step} must be a multiple of learner.num_ranks x learner.micro_batch = {per_pass}")
+    return dataclasses.replace(job.learner, lr=lr, warmup_steps=warmup_steps, grad_accum=rows_per_step // per_pass)
+
+
+def reward_model_dir(job: JobConfig, paths: RunPaths, stage: Stage) -> Optional[str]:
+    """The local reward model the rubric serves (None: none, an HTTP endpoint, or from_stage before the
+    reward_model stage has run: sft comes first)."""
+    spec = job.rewards.reward_model
+    if spec is None or spec.http is not None or (spec.from_stage and STAGE_ORDER.index(stage) < STAGE_ORDER.index(Stage.reward_model)):
+        return None
+    path = paths.stage(Stage.reward_model) / "model" if spec.from_stage else Path(spec.path)
+    if not (path / "config.json").is_file():
+        raise RunDirError(f"rewards.reward_model: no reward model at {path}"
+                          + (" (run the reward_model stage first)" if spec.from_stage else ""))
+    return str(path)
+
+
+@contextmanager
+def alignment_roles(job: JobConfig, paths: RunPaths, stage: Stage, base: Path, learner_cfg: LearnerConfig, total_steps: int,
+                    reference: bool = False, critic_cfg: Optional[LearnerConfig] = None) -> Iterator[Roles]:
+    """Policy learners holding `base`, rollout workers synced to them, the reward roles, and on request the
+    reference policy and a critic (initialised from `base`). Every actor is stopped on the way out."""
+    from cluster.groups import start_learners
+    from cluster.rewarder import Rewarder
+    from cluster.rollout_pool import RolloutPool
+    from cluster.scorers import ReferenceActor
+    from trainers.config import Precision
+    from trainers.model import ModelHead, config_from_dir
+    from trainers.rl_learner import CriticLearner, PolicyLearner
+    from trainers.tokenizer import load_tokenizer
+    started = []
+    try:
+        policy = start_learners(learner_cfg, str(base), total_steps, actor_class=PolicyLearner)
+        started.append(policy)
+        pool = RolloutPool(job.rollout, str(base), config_from_dir(base).max_position_embeddings)
+        started.append(pool)
+        pool.connect_learners(policy)
+        rewarder = Rewarder(job.rewards, job.verifier_pool, reward_model_dir(job, paths, stage), load_tokenizer(base),
+                            job.rollout.timeout_s)
+        started.append(rewarder)
+        roles = Roles(policy, pool, rewarder)
+        if reference:
+            roles.reference = ReferenceActor(str(base), job.reference, job.learner.precision == Precision.bf16,
+                                             job.learner.timeout_s)
+            started.append(roles.reference)
+        if critic_cfg is not None:
+            roles.critic = start_learners(critic_cfg, str(base), total_steps, head=ModelHead.value,
+                                          actor_class=CriticLearner, role="critic")
+            started.append(roles.critic)
+        yield roles
+    finally:
+        for role in reversed(started):
+            role.shutdown()
+
+
+def updates_per_step(rollouts: int, update: PolicyUpdateConfig) -> int:
+    return -(-rollouts // update.minibatch_size) * update.ppo_epochs
+
+
+def grpo_stage(job: JobConfig, paths: RunPaths) -> None:
+    from trainers.grpo import run_grpo
+    cfg, out = job.grpo, paths.stage(Stage.grpo)
+    if stage_done(job, out, "grpo"):
+        return
+    base, tokenizer, train, held_out = _start(job, paths, Stage.grpo)
+    learner_cfg = policy_learner_config(job, cfg.update.lr, cfg.update.warmup_steps, cfg.update.minibatch_size,
+                                        "grpo.update.minibatch_size")
+    total = cfg.steps * updates_per_step(cfg.prompts_per_step * cfg.group_size, cfg.update)
+    with alignment_roles(job, paths, Stage.grpo, base, learner_cfg, total, reference=True) as roles:
+        run_grpo(roles, cfg, job.tasks, train, held_out, job.learner.num_ranks, tokenizer, out, job.seed, job.resume)
+
+
+def sft_stage(job: JobConfig, paths: RunPaths) -> None:
+    from trainers.sft import run_sft
+    cfg, out = job.sft, paths.stage(Stage.sft)
+    if stage_done(job, out, "sft"):
+        return
+    base, tokenizer, train, held_out = _start(job, paths, Stage.sft)
+    learner_cfg = policy_learner_config(job, cfg.lr, cfg.warmup_steps, cfg.batch_size, "sft.batch_size")
+    with alignment_roles(job, paths, Stage.sft, base, learner_cfg, cfg.steps) as roles:
+        run_sft(roles, cfg, job.tasks, train, held_out, cfg.batch_size, job.learner.num_ranks, tokenizer, out,
+                job.seed, job.resume)
+
+
+def rsft_stage(job: JobConfig, paths: RunPaths) -> None:
+    from trainers.sft import run_rsft
+    cfg, out = job.rsft, paths.stage(Stage.rsft)
+    if stage_done(job, out, "rsft"):
+        return
+    base, tokenizer, train, held_out = _start(job, paths, Stage.rsft)
+    learner_cfg = policy_learner_config(job, cfg.lr, 0, cfg.batch_size, "rsft.batch_size")
+    with alignment_roles(job, paths, Stage.rsft, base, learner_cfg, cfg.rounds * cfg.sft_steps) as roles:
+        run_rsft(roles, cfg, job.tasks, train, held_out, cfg.batch_size, job.learner.num_ranks, tokenizer, out,
+                 job.seed, job.resume)
+
+
+def ppo_stage(job: JobConfig, paths: RunPaths) -> None:
+    from trainers.ppo import run_ppo
+    cfg, out = job.ppo, paths.stage(Stage.ppo)
+    if stage_done(job, out, "ppo"):
+        return
+    base, tokenizer, train, held_out = _start(job, paths, Stage.ppo)
+    learner_cfg = policy_learner_config(job, cfg.update.lr, cfg.update.warmup_steps, cfg.update.minibatch_size,
+                                        "ppo.update.minibatch_size")
+    critic_cfg = dataclasses.replace(learner_cfg, lr=cfg.critic_lr)
+    total = cfg.steps * updates_per_step(cfg.prompts_per_step, cfg.update)
+    with alignment_roles(job, paths, Stage.ppo, base, learner_cfg, total, reference=True, critic_cfg=critic_cfg) as roles:
+        run_ppo(roles, cfg, job.tasks, train, held_out, job.learner.num_ranks, tokenizer, out, job.seed, job.resume)
+
+
+def dpo_stage(job: JobConfig, paths: RunPaths) -> None:
+    from cluster.groups import start_learners
+    from trainers.dpo import encode_dpo_pairs, run_dpo
+    from trainers.pairs import load_pair_sources, split_pairs
+    from trainers.rl_learner import PolicyLearner
+    from trainers.tokenizer import load_tokenizer
+    cfg, out = job.dpo, paths.stage(Stage.dpo)
+    if stage_done(job, out, "dpo"):
+        return
+    base = policy_model(job, paths, Stage.dpo)
+    tokenizer = load_tokenizer(base)
+    train, val = split_pairs(load_pair_sources(cfg.pairs, job.seed), cfg.held_out_fraction, job.seed)
+    train, val = (encode_dpo_pairs(p, tokenizer, cfg.max_len) for p in (train, val))
+    rows = job.learner.num_ranks * job.learner.micro_batch * job.learner.grad_accum
+    learner_cfg = dataclasses.replace(job.learner, lr=cfg.lr, warmup_steps=cfg.warmup_steps)
+    policy = start_learners(learner_cfg, str(base), cfg.steps, actor_class=PolicyLearner)
+    try:
+        run_dpo(policy, cfg, train, val, rows, job.learner.num_ranks, tokenizer, out, job.seed, job.resume)
+    finally:
+        policy.shutdown()
+
+
+def _start(job: JobConfig, paths: RunPaths, stage: Stage):
+    """The stage's starting policy, its tokenizer, and the training and held-out tasks in its chat format."""
+    from trainers.tasks import train_and_held_out
+    from trainers.tokenizer import load_tokenizer
+    base = policy_model(job, paths, stage)
+    tokenizer = load_tokenizer(base)
+    return (base, tokenizer) + train_and_held_out(job.tasks, tokenizer, job.seed)
+
+
+ALIGNMENT_STAGES = {Stage.sft: sft_stage, Stage.grpo: grpo_stage, Stage.rsft: rsft_stage, Stage.ppo: ppo_stage,
+                    Stage.dpo: dpo_stage}

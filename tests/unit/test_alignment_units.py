@@ -1,0 +1,112 @@
+"""The driver-side pieces of the alignment loops, on values worked out by hand: row layout, pass@k,
+RSFT's keep rule, GRPO's group filter, PPO's per-token rewards and KL controller, seeded draws, report."""
+
+import numpy as np
+import pytest
+import torch
+
+from rollout.types import FinishReason, Rollout
+from trainers.align_config import GrpoConfig, KeepRule, PolicyUpdateConfig, RsftConfig
+from trainers.alignment import StepRows, minibatches, pass_at_k, step_rows, step_tasks
+from trainers.grpo import group_filter
+from trainers.ppo import adaptive_kl_coef, token_rewards
+from trainers.report import acceptance_checks, write_report
+from trainers.rl_batches import PolicyBatch, per_token, token_rows
+from trainers.sft import kept_indices
+
+
+def test_token_rows_mask_the_response_targets_and_add_filler():
+    tokens, mask = token_rows([[1, 2, 3], [4]], [[5, 6], [7, 8, 9]], pad_id=0, rows=3)
+    assert tokens.tolist() == [[1, 2, 3, 5, 6], [4, 7, 8, 9, 0], [0, 0, 0, 0, 0]]
+    # position t predicts tokens[t + 1]: row 0's response 5, 6 sits at targets 2, 3
+    assert mask.tolist() == [[0, 0, 1, 1], [1, 1, 1, 0], [0, 0, 0, 0]]
+    assert per_token([2.0, np.array([1.0, 2.0, 3.0]), 0.0], mask).tolist() == [[0, 0, 2, 2], [1, 2, 3, 0], [0, 0, 0, 0]]
+
+
+def test_step_rows_pad_to_whole_minibatches_and_split_by_rank():
+    rollouts = [Rollout([1, 2], [3], [-0.1], FinishReason.eos, 0) for _ in range(5)]
+    rows = step_rows(rollouts, [1.0] * 5, pad_id=0, minibatch=4)
+    assert rows.tokens.shape == (8, 3) and rows.loss_mask.sum() == 5 and rows.advantages.sum() == 5
+    batch = PolicyBatch(rows.tokens, rows.loss_mask, rows.advantages, None, None, 5, 5)
+    halves = batch.split(2)
+    assert [h.tokens.shape[0] for h in halves] == [4, 4] and halves[1].old_logprobs is None
+    with pytest.raises(ValueError, match="does not split"):
+        batch.split(3)
+
+
+def test_minibatches_cover_each_row_once_per_epoch_and_skip_filler():
+    mask = np.zeros((8, 2), np.float32)
+    mask[:5] = 1
+    rows = StepRows(np.zeros((8, 3), np.int64), mask, mask.copy())
+    chunks = minibatches(rows, PolicyUpdateConfig(ppo_epochs=2, minibatch_size=2), seed=0, step=3)
+    real = [i for c in chunks for i in c if i < 5]
+    assert sorted(real) == sorted(list(range(5)) * 2)
+    assert all(mask[c].any() for c in chunks) and len(chunks) <= 8
+    assert [c.tolist() for c in chunks] == [c.tolist() for c in minibatches(rows, PolicyUpdateConfig(
+        ppo_epochs=2, minibatch_size=2), seed=0, step=3)]
+
+
+def test_pass_at_k_against_brute_force():
+    # brute force: the share of k-subsets of n samples (c correct) holding at least one correct
+    from itertools import combinations
+    for n, c, k in [(8, 0, 1), (8, 3, 1), (8, 3, 4), (5, 5, 2), (6, 1, 6)]:
+        subsets = list(combinations([1] * c + [0] * (n - c), k))
+        assert pass_at_k(n, c, k) == pytest.approx(sum(any(s) for s in subsets) / len(subsets), abs=1e-12)
+    assert pass_at_k(8, 3, 1) == 3 / 8
+    with pytest.raises(ValueError):
+        pass_at_k(2, 1, 3)
+
+
+def test_keep_rules():
+    rewards = np.array([[0.0, 1.0, 1.0, 0.5],     # prompt 0: two tie for best
+                        [0.0, 0.0, 0.0, 0.0]])    # prompt 1: nothing reaches min_reward
+    assert kept_indices(rewards, RsftConfig(keep=KeepRule.best, min_reward=1.0)) == [1]
+    assert kept_indices(rewards, RsftConfig(keep=KeepRule.top_k, top_k=3, min_reward=0.5)) == [1, 2, 3]
+    assert kept_indices(rewards, RsftConfig(keep=KeepRule.passing, min_reward=0.0)) == [0, 1, 2, 3, 4, 5, 6, 7]
+
+
+def test_group_filter_drops_uniform_groups_and_truncated_responses():
+    rewards = np.array([[1.0, 1.0], [0.0, 1.0]])
+    rollouts = [Rollout([1], [2], [0.0], reason, 0) for reason in
+                (FinishReason.eos, FinishReason.eos, FinishReason.length, FinishReason.eos)]
+    assert group_filter(rewards, rollouts, GrpoConfig()).tolist() == [True] * 4
+    assert group_filter(rewards, rollouts, GrpoConfig(dynamic_sampling=True)).tolist() == [False, False, True, True]
+    assert group_filter(rewards, rollouts, GrpoConfig(dynamic_sampling=True, overlong_filter=True)).tolist() == \
+        [False, False, False, True]
+
+
+def test_ppo_token_rewards_put_the_score_on_the_last_response_token():
+    mask = torch.tensor([[0.0, 1.0, 1.0, 0.0], [1.0, 1.0, 1.0, 1.0], [0.0, 0.0, 0.0, 0.0]])
+    kl = torch.full((3, 4), 0.5)
+    r = token_rewards(torch.tensor([2.0, -1.0, 7.0]), kl, mask, beta=0.1)
+    # -0.1 * 0.5 = -0.05 per response token; the score lands on the last one; an empty row gets nothing
+    assert torch.allclose(r, torch.tensor([[0.0, -0.05, 1.95, 0.0], [-0.05, -0.05, -0.05, -1.05], [0.0] * 4]))
+
+
+def test_adaptive_kl_coefficient():
+    assert adaptive_kl_coef(0.1, kl=2.0, target=1.0) == pytest.approx(0.1 * (1 + 0.1 * 0.2))   # clipped at +0.2
+    assert adaptive_kl_coef(0.1, kl=0.9, target=1.0) == pytest.approx(0.1 * (1 - 0.1 * 0.1))
+    assert adaptive_kl_coef(0.1, kl=1.0, target=1.0) == 0.1
+
+
+def test_step_tasks_are_a_function_of_seed_and_step():
+    tasks = list(range(100))
+    assert step_tasks(tasks, 10, 0, 5) == step_tasks(tasks, 10, 0, 5)
+    assert step_tasks(tasks, 10, 0, 5) != step_tasks(tasks, 10, 0, 6)
+    assert len(set(step_tasks(tasks, 10, 0, 5))) == 10 and len(step_tasks(tasks, 500, 0, 1)) == 100
+
+
+def test_report_tables_and_checks(tmp_path):
+    import json
+    (tmp_path / "grpo").mkdir()
+    (tmp_path / "ppo").mkdir()
+    (tmp_path / "grpo/metrics.jsonl").write_text("\n".join(json.dumps(r) for r in [
+        {"step": 0, "eval/pass@1": 0.25}, {"step": 1, "reward/mean": 0.3}, {"step": 2, "eval/pass@1": 0.4}]))
+    (tmp_path / "ppo/metrics.jsonl").write_text("\n".join(json.dumps(r) for r in [
+        {"step": 0, "eval/reward_model_score": -1.0}, {"step": 1, "ppo/kl_per_response": 0.5},
+        {"step": 2, "ppo/kl_per_response": 1.5, "eval/reward_model_score": 0.5}]))
+    checks = acceptance_checks(tmp_path, kl_bound=1.0)
+    assert "grpo: held-out pass@1 0.250 -> 0.400 (+15.0 points)" in checks
+    assert "ppo: largest KL per response 1.500 nats, OVER the bound 1" in checks
+    text = write_report(tmp_path, ["grpo", "ppo"], {"grpo": 10.0, "ppo": 5.5}, checks).read_text()
+    assert "| grpo | eval/pass@1 | 0.25 | 0.4 | +0.15 |" in text and "| total | 15.5 |" in text

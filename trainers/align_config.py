@@ -1,0 +1,257 @@
+"""Knobs owned by the trainers package for the stages after pretraining: sft, grpo, ppo, rsft, dpo.
+
+Each stage's dataclass holds only what that loop reads; the prompts every loop samples from, and the
+held-out evaluation every stage reports, are shared records."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Optional
+
+from trainers.config import PairSource
+
+
+class TaskKind(Enum):
+    generated = "generated"
+    """Seeded reasoning_gym problems (question + reference answer + worked solution)."""
+    file = "file"
+    """A local .jsonl/.parquet file of rows with prompt (or question) and answer fields (e.g. GSM8K)."""
+    hf = "hf"
+    """A Hugging Face datasets name with those fields (never used in tests)."""
+
+
+@dataclass
+class TaskSource:
+    kind: TaskKind = TaskKind.generated
+    """Where the prompts come from."""
+    name: str = "chain_sum"
+    """generated: the reasoning_gym dataset; file: the path; hf: the dataset name."""
+    count: int = 2000
+    """generated: problems to make; file/hf: at most this many rows (0 = all)."""
+    options: dict[str, Any] = field(default_factory=dict)
+    """generated: keyword arguments for reasoning_gym.create_dataset."""
+    split: str = "train"
+    """hf: the split to read."""
+
+
+@dataclass
+class TasksConfig:
+    train: TaskSource = field(default_factory=TaskSource)
+    """Prompts the sft, grpo, ppo and rsft stages train on."""
+    held_out: TaskSource = field(default_factory=lambda: TaskSource(count=128))
+    """Prompts every stage is evaluated on (never trained on: generated problems use another seed range)."""
+    eval_samples: int = 8
+    """Samples per held-out prompt; pass@1 and pass@k are estimated from them (Chen et al. 2021)."""
+    eval_k: int = 4
+    """The k of pass@k (<= eval_samples)."""
+    eval_temperature: float = 1.0
+    """Sampling temperature of the held-out evaluation."""
+    max_new_tokens: int = 64
+    """Response length limit for every stage that generates."""
+    min_new_tokens: int = 0
+    """Responses are not stopped before this many tokens (benchmarks fix the length with it)."""
+    max_prompt_tokens: int = 256
+    """Prompts longer than this are dropped when the tasks are loaded (and counted in the log)."""
+
+
+class RewardTerms(Enum):
+    verifiers = "verifiers"
+    """R = the weighted verifier scores of `rewards.verifiers` (RLVR)."""
+    reward_model = "reward_model"
+    """R = the reward model's score (RLHF)."""
+    both = "both"
+    """Both, each with its weight."""
+
+
+class AdvantageKind(Enum):
+    grpo = "grpo"
+    """(r - group mean) / group std (Shao et al. 2024)."""
+    dr_grpo = "dr_grpo"
+    """r - group mean, no std division (Liu et al. 2025)."""
+    rloo = "rloo"
+    """Leave-one-out baseline (Ahmadian et al. 2024)."""
+    reinforce_pp = "reinforce_pp"
+    """REINFORCE++-baseline: group mean removed, then whitened over the batch (Hu 2025)."""
+
+
+class LossAggregation(Enum):
+    token_mean = "token_mean"
+    """Every response token of the batch weighs the same."""
+    sequence_mean = "sequence_mean"
+    """Every response weighs the same (its tokens' mean), as in the original GRPO."""
+
+
+@dataclass
+class PolicyUpdateConfig:
+    """The clipped policy-gradient update shared by grpo and ppo."""
+    lr: float = 1e-4
+    """Peak learning rate of the policy."""
+    warmup_steps: int = 0
+    """Linear warm-up steps."""
+    ppo_epochs: int = 1
+    """Passes over each step's rollouts."""
+    minibatch_size: int = 64
+    """Rollouts per optimizer step: a multiple of learner.num_ranks x learner.micro_batch (grad_accum follows).
+    A step's rollouts make ceil(rollouts / minibatch_size) optimizer steps per pass; one, with ppo_epochs 1,
+    is exactly on-policy (the ratio is 1 and no old log-probs are computed)."""
+    clip_low: float = 0.2
+    """epsilon below 1 for the ratio clip."""
+    clip_high: float = 0.28
+    """epsilon above 1 (clip-higher when > clip_low; Yu et al. 2025)."""
+    dual_clip: Optional[float] = None
+    """Cap on the loss of negative-advantage tokens at dual_clip * |A| (> 1; Ye et al. 2020); None: off."""
+    loss_aggregation: LossAggregation = LossAggregation.token_mean
+    """How per-token losses become the minibatch loss."""
+    kl_coef: float = 0.0
+    """beta of the KL(pi || pi_ref) term; 0 runs without a reference policy."""
+
+
+@dataclass
+class SftConfig:
+    steps: int = 100
+    """Optimizer steps on prompt + worked answer, the prompt tokens masked out of eq. (9)."""
+    batch_size: int = 32
+    """Sequences per optimizer step (a multiple of learner.num_ranks x learner.micro_batch)."""
+    lr: float = 1e-3
+    """Peak learning rate."""
+    warmup_steps: int = 5
+    """Linear warm-up steps."""
+    eval_every: int = 50
+    """Held-out pass@k every this many steps (and at the start and end)."""
+    checkpoint_every: int = 50
+    """Write a checkpoint every this many steps (and at the end)."""
+
+
+@dataclass
+class GrpoConfig:
+    steps: int = 20
+    """Policy updates (each on prompts_per_step x group_size rollouts)."""
+    prompts_per_step: int = 16
+    """Prompts sampled per step."""
+    group_size: int = 8
+    """Responses per prompt (n)."""
+    temperature: float = 1.0
+    """Sampling temperature of the rollouts."""
+    reward: RewardTerms = RewardTerms.verifiers
+    """What the reward is made of."""
+    advantage: AdvantageKind = AdvantageKind.grpo
+    """Advantage estimator."""
+    update: PolicyUpdateConfig = field(default_factory=PolicyUpdateConfig)
+    dynamic_sampling: bool = False
+    """Drop groups whose rewards are all equal (they carry no signal; Yu et al. 2025)."""
+    overlong_filter: bool = False
+    """Leave responses cut off at max_new_tokens out of the loss."""
+    eval_every: int = 10
+    """Held-out pass@k every this many steps (and at the start and end)."""
+    checkpoint_every: int = 10
+    """Write a checkpoint every this many steps (and at the end)."""
+    stop_after_steps: Optional[int] = None
+    """Stop this invocation, with a checkpoint, after this many steps; `resume=true` continues."""
+
+
+class KlPlacement(Enum):
+    reward = "reward"
+    """-beta * k1 added to each token's reward (the classic RLHF setup)."""
+    loss = "loss"
+    """beta * k3 added to the loss, as GRPO does."""
+
+
+@dataclass
+class PpoConfig:
+    steps: int = 20
+    """Policy (and critic) updates."""
+    prompts_per_step: int = 32
+    """Prompts sampled per step, one response each."""
+    temperature: float = 1.0
+    """Sampling temperature of the rollouts."""
+    reward: RewardTerms = RewardTerms.reward_model
+    """What the reward is made of."""
+    update: PolicyUpdateConfig = field(default_factory=lambda: PolicyUpdateConfig(kl_coef=0.05))
+    kl_placement: KlPlacement = KlPlacement.reward
+    """Where the KL to the reference enters."""
+    kl_target: Optional[float] = None
+    """Adaptive coefficient (Ziegler et al. 2019): beta moves so that the KL per response tracks this; None: fixed."""
+    kl_bound: float = 5.0
+    """The KL per response (nats) the run must stay under; reported as met or missed."""
+    gamma: float = 1.0
+    """Discount of GAE."""
+    lam: float = 0.95
+    """lambda of GAE."""
+    critic_lr: float = 5e-4
+    """Peak learning rate of the critic."""
+    value_clip: Optional[float] = 0.2
+    """Clip range of the value loss around the rollout-time values; None: unclipped."""
+    critic_warmup_steps: int = 0
+    """Steps at the start that train only the critic."""
+    eval_every: int = 10
+    """Held-out evaluation every this many steps (and at the start and end)."""
+    checkpoint_every: int = 10
+    """Write a checkpoint every this many steps (and at the end)."""
+
+
+class KeepRule(Enum):
+    best = "best"
+    """The highest-reward response of each prompt (ties: the first)."""
+    top_k = "top_k"
+    """The top_k highest-reward responses of each prompt."""
+    passing = "passing"
+    """Every response whose reward reaches min_reward."""
+
+
+@dataclass
+class RsftConfig:
+    rounds: int = 2
+    """Times the four steps run: sample N -> score -> keep -> SFT on the kept set."""
+    prompts_per_round: int = 64
+    """Prompts sampled per round."""
+    samples_per_prompt: int = 8
+    """N."""
+    temperature: float = 1.0
+    """Sampling temperature."""
+    reward: RewardTerms = RewardTerms.verifiers
+    """What the reward is made of."""
+    keep: KeepRule = KeepRule.best
+    """Which responses are kept."""
+    top_k: int = 2
+    """keep=top_k: responses kept per prompt."""
+    min_reward: float = 1.0
+    """Responses below this reward are never kept (a prompt with none passing adds nothing)."""
+    sft_steps: int = 10
+    """SFT optimizer steps per round on the kept set (drawn with replacement when it is small)."""
+    batch_size: int = 32
+    """Sequences per SFT step (a multiple of learner.num_ranks x learner.micro_batch)."""
+    lr: float = 2e-4
+    """Peak learning rate."""
+
+
+@dataclass
+class DpoConfig:
+    pairs: list[PairSource] = field(default_factory=lambda: [PairSource()])
+    """Offline preference pairs (prompt, chosen, rejected)."""
+    held_out_fraction: float = 0.1
+    """Share of pairs kept for held-out preference accuracy."""
+    beta: float = 0.1
+    """beta of the DPO loss (the KL strength it implies)."""
+    steps: int = 50
+    """Optimizer steps."""
+    lr: float = 1e-4
+    """Peak learning rate."""
+    warmup_steps: int = 5
+    """Linear warm-up steps."""
+    max_len: int = 256
+    """Pairs whose longer side exceeds this many tokens are dropped."""
+    eval_every: int = 25
+    """Held-out preference accuracy every this many steps (and at the start and end)."""
+    checkpoint_every: int = 25
+    """Write a checkpoint every this many steps (and at the end)."""
+
+
+@dataclass
+class ReferenceConfig:
+    """The frozen reference policy pi_ref (a forward-only actor) that grpo and ppo measure KL against."""
+    batch_size: int = 32
+    """Sequences per forward pass."""
+    cpus: float = 0.5
+    """CPUs Ray reserves for it."""
+    gpus: float = 0.0
+    """GPUs Ray reserves for it."""

@@ -1,0 +1,177 @@
+"""What the alignment loops (grpo, ppo, rsft, sft) share: the roles they drive, held-out evaluation,
+the clipped policy update over minibatches, and per-step seeds.
+
+Role handles are passed in (Ray actor groups and pools built by cluster.align_stages); nothing here
+starts or stops an actor."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from rollout.types import FinishReason, Rollout, Sampling
+from trainers.align_config import PolicyUpdateConfig, RewardTerms, TasksConfig
+from trainers.batches import TokenBatch
+from trainers.checkpoints import Checkpoints, DriverState, publish_dir, resume_stage
+from trainers.metrics import MetricsLog, plot_curves, read_metrics
+from trainers.rl_batches import PolicyBatch, PolicyLoss, PolicyStepResult, per_token, token_rows
+from trainers.tasks import Task
+
+
+@dataclass
+class Roles:
+    """The actors one alignment stage drives."""
+    policy: Any                      # ActorGroup[PolicyLearner]: every call is collective
+    pool: Any                        # RolloutPool: generate, sync_weights
+    rewarder: Any                    # cluster.rewarder.Rewarder: verifiers and/or reward model
+    reference: Any = None            # ReferenceActor (when a KL term needs pi_ref)
+    critic: Any = None               # ActorGroup[CriticLearner] (ppo)
+
+
+def step_seed(seed: int, step: int, salt: int) -> int:
+    """A seed for one step's draw (prompts, sampling, shuffles) that a resumed run recomputes exactly."""
+    return (seed * 1_000_003 + step * 7919 + salt) % 2**31
+
+
+def step_tasks(tasks: list[Task], count: int, seed: int, step: int) -> list[Task]:
+    """The step's prompts: a seeded draw without replacement (a function of seed and step, so resume replays it)."""
+    rng = np.random.default_rng(step_seed(seed, step, 1))
+    return [tasks[i] for i in rng.choice(len(tasks), size=min(count, len(tasks)), replace=False)]
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k from n samples with c correct (Chen et al. 2021): 1 - C(n-c, k) / C(n, k)."""
+    if k > n:
+        raise ValueError(f"pass@{k} needs at least {k} samples, got {n}")
+    return 1.0 - math.comb(n - c, k) / math.comb(n, k)
+
+
+def all_terms(rewarder) -> RewardTerms:
+    if rewarder.pool is not None and rewarder.has_reward_model:
+        return RewardTerms.both
+    return RewardTerms.verifiers if rewarder.pool is not None else RewardTerms.reward_model
+
+
+def evaluate(roles: Roles, tasks: list[Task], cfg: TasksConfig, seed: int) -> dict[str, float]:
+    """Held-out measures of the policy the rollout workers hold: pass@1 and pass@k (every applicable
+    verifier passed), the reward model's mean score, and the mean response length."""
+    sampling = Sampling(temperature=cfg.eval_temperature, n=cfg.eval_samples, max_new_tokens=cfg.max_new_tokens,
+                        seed=step_seed(seed, 0, 2))
+    groups = roles.pool.generate([t.prompt_ids for t in tasks], sampling)
+    flat = [r for g in groups for r in g]
+    scored = roles.rewarder.score([t for t, g in zip(tasks, groups) for _ in g], flat, all_terms(roles.rewarder))
+    out = {"eval/response_tokens": float(np.mean([len(r.response_ids) for r in flat]))}
+    if roles.rewarder.pool is not None:
+        correct = scored.passed.reshape(len(tasks), cfg.eval_samples).sum(1)
+        out["eval/pass@1"] = float(np.mean([pass_at_k(cfg.eval_samples, int(c), 1) for c in correct]))
+        out[f"eval/pass@{cfg.eval_k}"] = float(np.mean([pass_at_k(cfg.eval_samples, int(c), cfg.eval_k) for c in correct]))
+    if scored.model_scores is not None:
+        out["eval/reward_model_score"] = float(scored.model_scores.mean())
+    return out
+
+
+def rollout_stats(rollouts: list[Rollout], generate_s: float) -> dict[str, float]:
+    tokens = sum(len(r.response_ids) for r in rollouts)
+    return {"rollout/response_tokens": tokens / len(rollouts), "rollout/tokens_per_s": tokens / max(generate_s, 1e-9),
+            "rollout/truncated": float(np.mean([r.finish_reason == FinishReason.length for r in rollouts]))}
+
+
+@dataclass
+class StepRows:
+    """A step's rollouts as learner rows, padded with filler rows to a whole number of minibatches.
+
+    tokens [N', T+1], loss_mask [N', T], advantages [N', T]; ref_logprobs and old_logprobs [N', T] or None
+    (old_logprobs None: update_policy computes them when the update is not exactly on-policy); N' >= N."""
+    tokens: np.ndarray
+    loss_mask: np.ndarray
+    advantages: np.ndarray
+    ref_logprobs: Optional[np.ndarray] = None
+    old_logprobs: Optional[np.ndarray] = None
+
+
+def step_rows(rollouts: list[Rollout], advantages: list, pad_id: int, minibatch: int) -> StepRows:
+    """advantages[i]: a scalar (every response token of rollout i) or one value per response token."""
+    rows = -(-len(rollouts) // minibatch) * minibatch
+    tokens, mask = token_rows([r.prompt_ids for r in rollouts], [r.response_ids for r in rollouts], pad_id, rows)
+    return StepRows(tokens, mask, per_token(advantages, mask))
+
+
+def policy_logprobs(policy, tokens: np.ndarray, ranks: int) -> np.ndarray:
+    """Collective: the current policy's log-probs of tokens [N, T+1] -> [N, T] (N a multiple of ranks)."""
+    parts = policy.sharded(TokenBatch(tokens, None, 0).split(ranks), lambda a, b: a.logprobs.remote(b), "log-probs")
+    return np.concatenate([np.stack(p) for p in parts])
+
+
+def minibatches(rows: StepRows, cfg: PolicyUpdateConfig, seed: int, step: int) -> list[np.ndarray]:
+    """Row indices of each optimizer step: ppo_epochs seeded shuffles, each cut into minibatch_size
+    chunks; chunks holding only filler rows are left out."""
+    out = []
+    for epoch in range(cfg.ppo_epochs):
+        order = np.random.default_rng(step_seed(seed, step, 10 + epoch)).permutation(len(rows.tokens))
+        out += [c for c in np.split(order, len(order) // cfg.minibatch_size) if rows.loss_mask[c].any()]
+    return out
+
+
+def update_policy(policy, rows: StepRows, cfg: PolicyUpdateConfig, ranks: int, seed: int, step: int) -> dict[str, float]:
+    """ppo_epochs passes of minibatch optimizer steps of the clipped surrogate; returns the step's metrics."""
+    spec = PolicyLoss(cfg.clip_low, cfg.clip_high, cfg.dual_clip, cfg.kl_coef, cfg.loss_aggregation)
+    count = len(rows.tokens) // cfg.minibatch_size
+    on_policy = cfg.ppo_epochs == 1 and count == 1
+    old = rows.old_logprobs
+    if old is None and not on_policy:
+        old = policy_logprobs(policy, rows.tokens, ranks) * rows.loss_mask
+    results: list[PolicyStepResult] = []
+    for chunk in minibatches(rows, cfg, seed, step):
+        mask = rows.loss_mask[chunk]
+        batch = PolicyBatch(rows.tokens[chunk], mask, rows.advantages[chunk], None if old is None else old[chunk],
+                            None if rows.ref_logprobs is None else rows.ref_logprobs[chunk],
+                            int(mask.sum()), int((mask.sum(1) > 0).sum()))
+        results += policy.sharded(batch.split(ranks), lambda a, b: a.train_policy.remote(b, spec), "policy update")
+    tokens = max(1, sum(r.tokens for r in results))
+    steps = max(1, len(results) // ranks)
+    return {"policy/loss": sum(r.loss_sum for r in results) / steps,
+            "policy/entropy": sum(r.entropy_sum for r in results) / tokens,
+            "policy/clip_fraction": sum(r.clipped_sum for r in results) / tokens,
+            "policy/approx_kl": sum(r.approx_kl_sum for r in results) / tokens,
+            "policy/kl_to_ref": sum(r.ref_kl_sum for r in results) / tokens,
+            "policy/grad_norm": results[-1].grad_norm if results else 0.0,
+            "policy/lr": results[-1].lr if results else 0.0,
+            "policy/optimizer_steps": steps}
+
+
+def begin_stage(roles: Roles, checkpoints: Checkpoints, log: MetricsLog, stage: str, resume: bool,
+                held_out: list[Task], tasks_cfg: TasksConfig, seed: int) -> DriverState:
+    """Resume from the latest checkpoint (policy, critic, driver state; the workers get its weights), or
+    start at step 0 with a held-out evaluation of the starting policy."""
+    state = resume_stage(roles.policy, checkpoints, log, stage, resume)
+    if state is not None:
+        if roles.critic is not None:
+            latest = str(checkpoints.latest() / "critic")
+            roles.critic.every_rank(lambda a: a.load.remote(latest), "load critic checkpoint")
+        roles.pool.sync_weights(state.policy_version)
+        return state
+    log.write(0, evaluate(roles, held_out, tasks_cfg, seed))
+    return DriverState(step=0, tokens_seen=0, policy_version=0)
+
+
+def save_stage_checkpoint(roles: Roles, checkpoints: Checkpoints, state: DriverState, tokenizer) -> Path:
+    """Collective on the policy (and critic): DeepSpeed states, RNG, HF weights, then the driver state."""
+    staging = checkpoints.staging(state.step)
+    roles.policy.every_rank(lambda a: a.save.remote(str(staging), str(staging / "hf")), "save checkpoint")
+    tokenizer.save_pretrained(str(staging / "hf"))
+    if roles.critic is not None:
+        critic = staging / "critic"
+        roles.critic.every_rank(lambda a: a.save.remote(str(critic), str(critic / "hf")), "save critic checkpoint")
+    return checkpoints.commit(staging, state)
+
+
+def finish_stage(checkpoints: Checkpoints, log: MetricsLog, stage_dir: Path, title: str, keys: list[str]) -> Path:
+    """Plot the stage's curves and publish its last checkpoint's policy as <stage_dir>/model."""
+    log.close()
+    plot_curves(read_metrics(log.path), keys, stage_dir / "curves.png", title)
+    model_dir = stage_dir / "model"
+    publish_dir(checkpoints.latest() / "hf", model_dir)
+    return model_dir

@@ -1,0 +1,27 @@
+"""The frozen reference policy pi_ref: forward passes only, never updated. Run as a Ray actor by
+cluster.scorers.ReferenceActor; grpo and ppo measure KL(pi_theta || pi_ref) against its log-probs."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+class ReferencePolicy:
+    def __init__(self, model_dir: str, batch_size: int, bf16: bool, threads: int = 1):
+        from trainers.model import load_causal_lm
+        torch.set_num_threads(threads)
+        self.model = load_causal_lm(model_dir).eval()
+        self.batch_size, self.bf16 = batch_size, bf16
+
+    @torch.no_grad()
+    def logprobs(self, tokens: np.ndarray) -> np.ndarray:
+        """log pi_ref(x_{t+1} | x_<=t) for tokens [B, T+1] -> [B, T] fp32, computed as the learners compute
+        pi_theta (the same autocast), so that KL is exactly 0 before the first update."""
+        out = np.zeros((len(tokens), tokens.shape[1] - 1), np.float32)
+        for start in range(0, len(tokens), self.batch_size):
+            rows = torch.from_numpy(tokens[start:start + self.batch_size])
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+                logits = self.model(input_ids=rows[:, :-1]).logits                       # [b, T, V]
+            logp = torch.log_softmax(logits.float(), dim=-1).gather(-1, rows[:, 1:, None]).squeeze(-1)
+            out[start:start + len(rows)] = logp.numpy()
+        return out

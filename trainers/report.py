@@ -1,0 +1,101 @@
+"""runs/<name>/report.md: what each stage of a pipeline did, from the metrics it logged.
+
+One table of held-out measures at each stage's start and end, one line per stage with its wall time,
+and the PNG curves each stage plotted. Nothing is recomputed here: the numbers are the stages' own."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from trainers.metrics import read_metrics
+
+# Held-out measures per stage (metrics.jsonl keys), in the order the table shows them.
+MEASURES = {
+    "pretrain": ["val/bits_per_byte", "val/loss"],
+    "sft": ["eval/pass@1", "eval/pass@4", "eval/response_tokens"],
+    "reward_model": ["val/pair_accuracy", "val/pair_accuracy/final", "val/pair_accuracy/step"],
+    "grpo": ["eval/pass@1", "eval/pass@4", "eval/reward_model_score", "eval/response_tokens"],
+    "rsft": ["eval/pass@1", "eval/pass@4", "eval/reward_model_score", "eval/response_tokens"],
+    "ppo": ["eval/reward_model_score", "eval/pass@1", "eval/response_tokens", "ppo/kl_per_response"],
+    "dpo": ["eval/preference_accuracy", "eval/preference_accuracy/final", "eval/margin"],
+}
+PLOTS = ["loss.png", "accuracy.png", "curves.png"]
+
+
+def first_last(records: list[dict], key: str) -> tuple[float, float] | None:
+    values = [r[key] for r in records if key in r]
+    return (values[0], values[-1]) if values else None
+
+
+def stage_rows(stage: str, records: list[dict]) -> list[str]:
+    rows = []
+    for key in MEASURES.get(stage, []):
+        pair = first_last(records, key)
+        if pair is not None:
+            start, end = pair
+            rows.append(f"| {stage} | {key} | {start:.4g} | {end:.4g} | {end - start:+.4g} |")
+    return rows
+
+
+def write_report(run_dir: Path, stages: list[str], seconds: dict[str, float], checks: list[str]) -> Path:
+    """stages: in pipeline order; seconds: wall time per stage this invocation ran; checks: lines of
+    acceptance checks (e.g. 'GRPO raised pass@1 by 0.12') the caller derived."""
+    lines = [f"# Report: {run_dir.name}", "", "## Held-out measures, at each stage's start and end", "",
+             "| stage | measure | start | end | change |", "|---|---|---|---|---|"]
+    found = {}
+    for stage in stages:
+        path = run_dir / stage / "metrics.jsonl"
+        if path.is_file():
+            found[stage] = read_metrics(path)
+            lines += stage_rows(stage, found[stage])
+    lines += ["", "## Stage wall time", "", "| stage | seconds |", "|---|---|"]
+    lines += [f"| {s} | {seconds[s]:.1f} |" for s in stages if s in seconds]
+    lines += [f"| total | {sum(seconds.values()):.1f} |"]
+    if checks:
+        lines += ["", "## Checks", ""] + [f"- {c}" for c in checks]
+    lines += ["", "## Curves", ""]
+    for stage in stages:
+        lines += [f"![{stage} {png}]({stage}/{png})" for png in PLOTS if (run_dir / stage / png).is_file()]
+    out = run_dir / "report.md"
+    tmp = out.with_name("report.md.tmp")
+    tmp.write_text("\n".join(lines) + "\n")
+    os.replace(tmp, out)
+    return out
+
+
+def acceptance_checks(run_dir: Path, kl_bound: float | None) -> list[str]:
+    """The demo's claims, read back from the stages' metrics."""
+    checks = []
+    for stage in ("grpo", "rsft"):
+        path = run_dir / stage / "metrics.jsonl"
+        pair = first_last(read_metrics(path), "eval/pass@1") if path.is_file() else None
+        if pair:
+            checks.append(f"{stage}: held-out pass@1 {pair[0]:.3f} -> {pair[1]:.3f} ({100 * (pair[1] - pair[0]):+.1f} points)")
+    path = run_dir / "ppo" / "metrics.jsonl"
+    if path.is_file():
+        records = read_metrics(path)
+        score = first_last(records, "eval/reward_model_score")
+        kl = [r["ppo/kl_per_response"] for r in records if "ppo/kl_per_response" in r]
+        if score:
+            checks.append(f"ppo: held-out reward-model score {score[0]:.3f} -> {score[1]:.3f} ({score[1] - score[0]:+.3f})")
+        if kl and kl_bound is not None:
+            verdict = "within" if max(kl) <= kl_bound else "OVER"
+            checks.append(f"ppo: largest KL per response {max(kl):.3f} nats, {verdict} the bound {kl_bound:g}")
+    path = run_dir / "dpo" / "metrics.jsonl"
+    if path.is_file():
+        pair = first_last(read_metrics(path), "eval/preference_accuracy")
+        if pair:
+            checks.append(f"dpo: held-out preference accuracy {pair[1]:.3f} (sign of the implicit reward margin)")
+    return checks
+
+
+def record_seconds(run_dir: Path, stage: str, seconds: float) -> dict[str, float]:
+    """Keep each stage's latest wall time in <run>/timings.json (a resumed run keeps the earlier ones)."""
+    path = run_dir / "timings.json"
+    timings = json.loads(path.read_text()) if path.is_file() else {}
+    timings[stage] = seconds
+    tmp = path.with_name("timings.json.tmp")
+    tmp.write_text(json.dumps(timings, indent=1))
+    os.replace(tmp, path)
+    return timings

@@ -1,0 +1,130 @@
+"""Supervised fine-tuning: next-token NLL, eq. (9), on (prompt, answer) pairs with the prompt's tokens
+masked out, so that only the answer is learned. Two loops use it:
+
+sft (worked answers from the task source):
+    for each step:  sample (the step's tasks) -> update (every rank, its shard) -> log
+                    [every eval_every] sync -> held-out pass@k
+                    [every checkpoint_every] checkpoint
+
+rsft (the paper's rejection-sampling fine-tuning, RAFT), for each round:
+    sample    prompts_per_round tasks
+    generate  N responses per prompt on the rollout workers
+    reward    the rubric per response
+    keep      the best (or top-k, or all passing) responses at or above min_reward
+    sft       sft_steps optimizer steps on the kept set
+    sync      the new weights -> rollout workers"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from rollout.types import Sampling
+from trainers.align_config import KeepRule, RsftConfig, SftConfig, TasksConfig
+from trainers.alignment import (Roles, begin_stage, evaluate, finish_stage, rollout_stats, save_stage_checkpoint,
+                                step_seed, step_tasks)
+from trainers.batches import TokenBatch
+from trainers.checkpoints import Checkpoints, DriverState
+from trainers.metrics import MetricsLog, PhaseTimer
+from trainers.rl_batches import token_rows
+from trainers.tasks import Task, answer_ids
+
+
+def sft_update(policy, prompts: list[list[int]], answers: list[list[int]], pad_id: int, ranks: int) -> tuple[float, int]:
+    """Collective: one optimizer step of masked NLL on these rows; returns (mean NLL per answer token, tokens)."""
+    tokens, mask = token_rows(prompts, answers, pad_id)
+    batch = TokenBatch(tokens, mask, int(mask.sum()))
+    parts = policy.sharded(batch.split(ranks), lambda a, b: a.train_step.remote(b), "sft step")
+    targets = sum(p.targets for p in parts)
+    return sum(p.nll_sum for p in parts) / targets, targets
+
+
+def run_sft(roles: Roles, cfg: SftConfig, tasks_cfg: TasksConfig, train: list[Task], held_out: list[Task],
+            rows: int, ranks: int, tokenizer, stage_dir: Path, seed: int, resume: bool) -> Path:
+    checkpoints, log = Checkpoints(stage_dir / "checkpoints"), MetricsLog(stage_dir)
+    state = begin_stage(roles, checkpoints, log, "sft", resume, held_out, tasks_cfg, seed)
+    timer = PhaseTimer()
+    bar = tqdm(total=cfg.steps, initial=state.step, desc="sft", unit="step", dynamic_ncols=True)
+    while state.step < cfg.steps:
+        with timer("sample"):
+            tasks = step_tasks(train, rows, seed, state.step)
+        with timer("update"):
+            loss, targets = sft_update(roles.policy, [t.prompt_ids for t in tasks],
+                                       [answer_ids(t, tokenizer) for t in tasks], tokenizer.pad_token_id, ranks)
+        state = DriverState(state.step + 1, state.tokens_seen + targets, state.policy_version + 1)
+        record = {"train/loss": loss}
+        if state.step % cfg.eval_every == 0 or state.step == cfg.steps:
+            with timer("sync"):
+                roles.pool.sync_weights(state.policy_version)
+            with timer("evaluate"):
+                record.update(evaluate(roles, held_out, tasks_cfg, seed))
+        if state.step % cfg.checkpoint_every == 0 or state.step == cfg.steps:
+            with timer("checkpoint"):
+                save_stage_checkpoint(roles, checkpoints, state, tokenizer)
+        log.write(state.step, {**record, **timer.pop()})
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss:.3f}")
+    bar.close()
+    return finish_stage(checkpoints, log, stage_dir, "sft", ["train/loss", "eval/pass@1", f"eval/pass@{tasks_cfg.eval_k}"])
+
+
+def kept_indices(rewards: np.ndarray, cfg: RsftConfig) -> list[int]:
+    """rewards [G, N] -> flat indices (into G*N) of the responses RSFT trains on. Only responses with
+    reward >= min_reward qualify; best keeps each prompt's first highest, top_k its top_k highest."""
+    kept = []
+    for g, row in enumerate(rewards):
+        order = [i for i in np.argsort(-row, kind="stable") if row[i] >= cfg.min_reward]
+        if cfg.keep == KeepRule.best:
+            order = order[:1]
+        elif cfg.keep == KeepRule.top_k:
+            order = order[:cfg.top_k]
+        kept += [g * rewards.shape[1] + int(i) for i in sorted(order)]
+    return kept
+
+
+def run_rsft(roles: Roles, cfg: RsftConfig, tasks_cfg: TasksConfig, train: list[Task], held_out: list[Task],
+             rows: int, ranks: int, tokenizer, stage_dir: Path, seed: int, resume: bool) -> Path:
+    """Each round is one step of the stage's state (checkpoints and resume are per round)."""
+    checkpoints, log = Checkpoints(stage_dir / "checkpoints"), MetricsLog(stage_dir)
+    state = begin_stage(roles, checkpoints, log, "rsft", resume, held_out, tasks_cfg, seed)
+    timer = PhaseTimer()
+    bar = tqdm(total=cfg.rounds, initial=state.step, desc="rsft", unit="round", dynamic_ncols=True)
+    while state.step < cfg.rounds:
+        start = time.perf_counter()
+        with timer("sample"):
+            tasks = step_tasks(train, cfg.prompts_per_round, seed, state.step)
+        with timer("generate"):
+            sampling = Sampling(temperature=cfg.temperature, n=cfg.samples_per_prompt,
+                                max_new_tokens=tasks_cfg.max_new_tokens,
+                                min_new_tokens=tasks_cfg.min_new_tokens, seed=step_seed(seed, state.step, 3))
+            rollouts = [r for group in roles.pool.generate([t.prompt_ids for t in tasks], sampling) for r in group]
+        with timer("reward"):
+            scored = roles.rewarder.score([t for t in tasks for _ in range(cfg.samples_per_prompt)], rollouts, cfg.reward)
+        with timer("keep"):
+            kept = kept_indices(scored.rewards.reshape(len(tasks), cfg.samples_per_prompt), cfg)
+        record = {"reward/mean": float(scored.rewards.mean()), "rsft/kept": len(kept), **scored.pass_rates,
+                  **rollout_stats(rollouts, timer.seconds["generate"])}
+        losses = []
+        with timer("sft"):
+            rng = np.random.default_rng(step_seed(seed, state.step, 4))
+            for _ in range(cfg.sft_steps if kept else 0):
+                chosen = [rollouts[kept[i]] for i in rng.choice(len(kept), size=rows, replace=len(kept) < rows)]
+                losses.append(sft_update(roles.policy, [r.prompt_ids for r in chosen], [r.response_ids for r in chosen],
+                                         tokenizer.pad_token_id, ranks)[0])
+        versions = len(losses)
+        state = DriverState(state.step + 1, state.tokens_seen, state.policy_version + versions)
+        if versions:
+            record["train/loss"] = float(np.mean(losses))
+            with timer("sync"):
+                roles.pool.sync_weights(state.policy_version)
+        with timer("evaluate"):
+            record.update(evaluate(roles, held_out, tasks_cfg, seed))
+        with timer("checkpoint"):
+            save_stage_checkpoint(roles, checkpoints, state, tokenizer)
+        record["time/round"] = time.perf_counter() - start
+        log.write(state.step, {**record, **timer.pop()})
+        bar.update(1)
+    bar.close()
+    return finish_stage(checkpoints, log, stage_dir, "rsft", ["reward/mean", "rsft/kept", "train/loss", "eval/pass@1"])

@@ -1,0 +1,74 @@
+"""Verifiable tasks for the stages that sample: a prompt as token ids (in the policy's own chat format),
+the Sample its verifiers see, and a worked answer for SFT.
+
+Generated problems come from reasoning_gym with seeds of their own: the pretraining corpus uses
+seed + 0..count and pair sources seed + k * SOURCE_SEED_STRIDE (k >= 1); training tasks use k = 100 and
+held-out tasks k = 200, so no seed is shared (small problem spaces can still repeat a question)."""
+from __future__ import annotations
+
+import itertools
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from trainers.align_config import TaskKind, TasksConfig, TaskSource
+from trainers.corpus import problems
+from trainers.pairs import SOURCE_SEED_STRIDE, file_rows, hf_rows
+from verifiers.types import Sample
+
+log = logging.getLogger(__name__)
+TRAIN_SEED_OFFSET = 100 * SOURCE_SEED_STRIDE
+HELD_OUT_SEED_OFFSET = 200 * SOURCE_SEED_STRIDE
+
+
+@dataclass
+class Task:
+    sample: Sample            # what the verifiers see: the question and its reference answer
+    prompt_ids: list[int]     # [P] the question as a user turn, then the assistant marker
+    solution: str             # worked answer ending in "#### <answer>" ('' when the source has none)
+
+
+def load_samples(source: TaskSource, seed: int) -> list[tuple[Sample, str]]:
+    """(Sample, worked solution) per problem or row."""
+    if source.kind == TaskKind.generated:
+        return [(Sample(prompt=p.question, answer=p.answer, id=f"{source.name}-{i}"),
+                 "\n".join([p.solution.strip(), f"#### {p.answer}"]).strip())
+                for i, p in enumerate(problems(source.name, source.count, seed, source.options))]
+    rows = file_rows(Path(source.name)) if source.kind == TaskKind.file else hf_rows(source.name, source.split)
+    out = []
+    for where, row in itertools.islice(rows, source.count or None):
+        sample = Sample.from_row(row, where)
+        solution = str(row.get("answer", "")) if "####" in str(row.get("answer", "")) else ""
+        out.append((sample, solution))
+    if not out:
+        raise ValueError(f"task source {source.name} holds no rows")
+    return out
+
+
+def load_tasks(source: TaskSource, tokenizer, seed: int, max_prompt_tokens: int) -> list[Task]:
+    """Tasks with prompts tokenised by the policy's chat template; longer prompts are dropped (and logged)."""
+    tasks = []
+    for sample, solution in load_samples(source, seed):
+        text = tokenizer.apply_chat_template([{"role": "user", "content": sample.prompt}],
+                                             add_generation_prompt=True, tokenize=False)
+        ids = tokenizer(text)["input_ids"]
+        if len(ids) <= max_prompt_tokens:
+            tasks.append(Task(sample, ids, solution))
+    if len(tasks) < source.count:
+        log.warning("tasks %s: kept %d of %d (prompts over %d tokens dropped)", source.name, len(tasks),
+                    source.count, max_prompt_tokens)
+    if not tasks:
+        raise ValueError(f"tasks {source.name}: no prompt fits in tasks.max_prompt_tokens={max_prompt_tokens}")
+    return tasks
+
+
+def train_and_held_out(cfg: TasksConfig, tokenizer, seed: int) -> tuple[list[Task], list[Task]]:
+    return (load_tasks(cfg.train, tokenizer, seed + TRAIN_SEED_OFFSET, cfg.max_prompt_tokens),
+            load_tasks(cfg.held_out, tokenizer, seed + HELD_OUT_SEED_OFFSET, cfg.max_prompt_tokens))
+
+
+def answer_ids(task: Task, tokenizer) -> list[int]:
+    """The SFT target: the worked solution's token ids, then end-of-sequence."""
+    if not task.solution:
+        raise ValueError(f"task {task.sample.id or task.sample.prompt[:40]!r} has no worked solution to train on")
+    return tokenizer(task.solution, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
