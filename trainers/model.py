@@ -60,8 +60,12 @@ def load_reward_model(path: str | Path, dtype: torch.dtype = torch.float32) -> P
     """A sequence-classification model with one output. From a causal-LM directory the backbone loads
     and the scalar head starts at random; from a reward-model directory everything loads."""
     config = AutoConfig.from_pretrained(str(path))
+    if config.pad_token_id is None:  # e.g. Qwen2.5 names its pad token in the tokenizer only
+        from transformers import AutoTokenizer
+        config.pad_token_id = AutoTokenizer.from_pretrained(str(path)).pad_token_id
     if config.pad_token_id is None:
-        raise ValueError(f"{path}: a reward model needs pad_token_id in its config (it reads the last non-pad token)")
+        raise ValueError(f"{path}: a reward model needs a pad token (in its config or tokenizer): it reads the "
+                         f"last non-pad token")
     config.num_labels = 1
     with torch.random.fork_rng():
         torch.manual_seed(0)  # a new scalar head starts the same in every run

@@ -24,6 +24,7 @@ from typing import Iterable, Sequence
 
 from trainers.config import Corruption, PairSource, PairSourceKind
 from trainers.corpus import Problem, format_answer, format_prompt, problems
+from trainers.tokenizer import EOS
 
 PAIR_FIELDS = ("prompt", "chosen", "rejected")
 
@@ -56,6 +57,19 @@ class PreferencePair:
     """How rejected was made from chosen; `none` for pairs read from a file or dataset."""
     margin: float = 0.0
     """Bradley-Terry margin the pair asks for (a pairs file may give one)."""
+    question: str | None = None
+    """Generated pairs: the bare question, so that another model's chat template can render the prompt."""
+
+
+def pair_texts(pair: PreferencePair, tokenizer) -> tuple[str, str, str]:
+    """(prompt, chosen, rejected) in the policy's own chat format: a generated pair's question goes through
+    the tokenizer's chat template and its answers end with the tokenizer's end-of-sequence token (for
+    tether's own tokenizer that is exactly the stored text); pairs read from files are used verbatim."""
+    if pair.question is None:
+        return pair.prompt, pair.chosen, pair.rejected
+    prompt = tokenizer.apply_chat_template([{"role": "user", "content": pair.question}], add_generation_prompt=True,
+                                           tokenize=False)
+    return (prompt, *(a.removesuffix(EOS) + tokenizer.eos_token for a in (pair.chosen, pair.rejected)))
 
 
 def generated_pairs(name: str, count: int, seed: int, options: dict | None = None,
@@ -100,7 +114,8 @@ def _assign(items: list[Problem], kinds: list[Corruption], quotas: dict[Corrupti
             # a str seed is hashed with sha512, so the draw does not depend on PYTHONHASHSEED
             rejected = corrupted_answer(chosen, kind, random.Random(f"{seed}/{i}/{kind.value}"))
             if rejected is not None:
-                pairs.append(PreferencePair(format_prompt(problem.question), chosen, rejected, kind))
+                pairs.append(PreferencePair(format_prompt(problem.question), chosen, rejected, kind,
+                                            question=problem.question))
                 made[kind] += 1
                 break
     return pairs, made
@@ -146,12 +161,13 @@ def _other_number(number: str, rng: random.Random) -> str:
             return new
 
 
-def load_pairs(path_or_name: str, count: int = 0, hf_split: str | None = None) -> list[PreferencePair]:
+def load_pairs(path_or_name: str, count: int = 0, hf_split: str | None = None,
+               subset: str | None = None) -> list[PreferencePair]:
     """At most `count` pairs (0 = all) from a local .jsonl or .parquet file, or, when hf_split is
     given, from that split of the HF dataset `path_or_name`. Rows need prompt, chosen and rejected
     strings (used verbatim, so write them in the policy's chat format) and may give a margin."""
     if hf_split is not None:
-        rows = hf_rows(path_or_name, hf_split)
+        rows = hf_rows(path_or_name, hf_split, subset)
     else:
         rows = file_rows(Path(path_or_name))
     return [_pair_from_row(row, where) for where, row in itertools.islice(rows, count or None)]
@@ -184,12 +200,12 @@ def file_rows(path: Path) -> Iterable[tuple[str, dict]]:
         raise ValueError(f"pairs file {path}: unsupported suffix '{path.suffix}' (use .jsonl or .parquet)")
 
 
-def hf_rows(name: str, split: str) -> Iterable[tuple[str, dict]]:
+def hf_rows(name: str, split: str, subset: str | None = None) -> Iterable[tuple[str, dict]]:
     try:
         import datasets
     except ImportError:
         raise ImportError(f"pairs source '{name}' is an HF dataset: pip install datasets") from None
-    for n, row in enumerate(datasets.load_dataset(name, split=split, streaming=True), 1):
+    for n, row in enumerate(datasets.load_dataset(name, subset, split=split, streaming=True), 1):
         yield f"{name} [{split}] row {n}", row
 
 
@@ -215,7 +231,7 @@ def load_pair_sources(sources: Sequence[PairSource], seed: int) -> list[Preferen
         elif source.kind == PairSourceKind.file:
             out += load_pairs(source.name, source.count)
         elif source.kind == PairSourceKind.hf:
-            out += load_pairs(source.name, source.count, hf_split=source.split)
+            out += load_pairs(source.name, source.count, hf_split=source.split, subset=source.subset)
     return out
 
 

@@ -20,7 +20,7 @@ from trainers.batches import PairBatch, pad_rows
 from trainers.checkpoints import Checkpoints, DriverState, publish_dir, resume_stage
 from trainers.config import Corruption, LearnerConfig, RewardModelConfig
 from trainers.metrics import MetricsLog, PhaseTimer, plot_curves, read_metrics
-from trainers.pairs import PreferencePair
+from trainers.pairs import PreferencePair, pair_texts
 from trainers.pretrain import save_checkpoint
 from trainers.shards import train_batch_indices
 
@@ -42,8 +42,8 @@ def encode_pairs(pairs: list[PreferencePair], tokenizer, max_len: int, use_margi
     """Token ids of each side; a pair whose longer side exceeds max_len is dropped, and the count logged."""
     kept = []
     for p in pairs:
-        chosen = tokenizer(p.prompt + p.chosen)["input_ids"]
-        rejected = tokenizer(p.prompt + p.rejected)["input_ids"]
+        prompt, chosen, rejected = pair_texts(p, tokenizer)
+        chosen, rejected = tokenizer(prompt + chosen)["input_ids"], tokenizer(prompt + rejected)["input_ids"]
         if max(len(chosen), len(rejected)) <= max_len:
             kept.append((chosen, rejected, p.margin if use_margins else 0.0, p.corruption))
     if len(kept) < len(pairs):

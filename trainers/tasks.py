@@ -32,9 +32,9 @@ def load_samples(source: TaskSource, seed: int) -> list[tuple[Sample, str]]:
     """(Sample, worked solution) per problem or row."""
     if source.kind == TaskKind.generated:
         return [(Sample(prompt=p.question, answer=p.answer, id=f"{source.name}-{i}"),
-                 "\n".join([p.solution.strip(), f"#### {p.answer}"]).strip())
+                 "\n".join([p.solution.strip() if source.worked else "", f"#### {p.answer}"]).strip())
                 for i, p in enumerate(problems(source.name, source.count, seed, source.options))]
-    rows = file_rows(Path(source.name)) if source.kind == TaskKind.file else hf_rows(source.name, source.split)
+    rows = file_rows(Path(source.name)) if source.kind == TaskKind.file else hf_rows(source.name, source.split, source.subset)
     out = []
     for where, row in itertools.islice(rows, source.count or None):
         sample = Sample.from_row(row, where)

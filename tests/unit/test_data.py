@@ -106,3 +106,21 @@ def test_batch_order_is_a_function_of_step():
     assert sorted(epoch[:n]) == list(range(n))  # every window once per epoch
     assert (train_batch_indices(n, b, 3, seed=1) == epoch[24:32]).all()
     assert not (train_batch_indices(n, b, 3, seed=2) == epoch[24:32]).all()
+
+
+def test_pair_texts_render_with_the_policy_chat_template(tokenizer):
+    from trainers.config import Corruption
+    from trainers.pairs import PreferencePair, generated_pairs, pair_texts
+    pair = generated_pairs("chain_sum", 1, 0, {"max_digits": 1}, [Corruption.final])[0]
+    # tether's own template and eos give back exactly the stored text
+    assert pair_texts(pair, tokenizer) == (pair.prompt, pair.chosen, pair.rejected)
+    # another model's template renders the question its way, and its eos ends the answers
+    import copy
+    other = copy.deepcopy(tokenizer)
+    other.chat_template = "{% for m in messages %}<start>{{ m['content'] }}<stop>{% endfor %}<reply>"
+    other.eos_token = "<|end|>"
+    prompt, chosen, rejected = pair_texts(pair, other)
+    assert prompt == f"<start>{pair.question}<stop><reply>"
+    assert chosen == pair.chosen.removesuffix(EOS) + "<|end|>" and rejected.endswith("<|end|>")
+    verbatim = PreferencePair("p", "c", "r", Corruption.none)
+    assert pair_texts(verbatim, other) == ("p", "c", "r")
