@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 from cluster.config import STAGE_ORDER, JobConfig, Stage
-from cluster.pipeline import RunDirError, RunPaths, policy_model, stage_done
-from trainers.align_config import PolicyUpdateConfig, RewardTerms
+from cluster.pipeline import RunDirError, RunPaths, policy_model
+from trainers.align_config import PolicyUpdateConfig
 from trainers.alignment import Roles
 from trainers.config import LearnerConfig
 
@@ -29,7 +29,8 @@ def reward_model_dir(job: JobConfig, paths: RunPaths, stage: Stage) -> Optional[
     """The local reward model the rubric serves (None: none, an HTTP endpoint, or from_stage before the
     reward_model stage has run: sft comes first)."""
     spec = job.rewards.reward_model
-    if spec is None or spec.http is not None or (spec.from_stage and STAGE_ORDER.index(stage) < STAGE_ORDER.index(Stage.reward_model)):
+    before_rm_stage = STAGE_ORDER.index(stage) < STAGE_ORDER.index(Stage.reward_model)
+    if spec is None or spec.http is not None or (spec.from_stage and before_rm_stage):
         return None
     path = paths.stage(Stage.reward_model) / "model" if spec.from_stage else Path(spec.path)
     if not (path / "config.json").is_file():
@@ -83,8 +84,6 @@ def updates_per_step(rollouts: int, update: PolicyUpdateConfig) -> int:
 def grpo_stage(job: JobConfig, paths: RunPaths) -> None:
     from trainers.grpo import run_grpo
     cfg, out = job.grpo, paths.stage(Stage.grpo)
-    if stage_done(job, out, "grpo"):
-        return
     base, tokenizer, train, held_out = _start(job, paths, Stage.grpo)
     learner_cfg = policy_learner_config(job, cfg.update.lr, cfg.update.warmup_steps, cfg.update.minibatch_size,
                                         "grpo.update.minibatch_size")
@@ -96,8 +95,6 @@ def grpo_stage(job: JobConfig, paths: RunPaths) -> None:
 def sft_stage(job: JobConfig, paths: RunPaths) -> None:
     from trainers.sft import run_sft
     cfg, out = job.sft, paths.stage(Stage.sft)
-    if stage_done(job, out, "sft"):
-        return
     base, tokenizer, train, held_out = _start(job, paths, Stage.sft)
     learner_cfg = policy_learner_config(job, cfg.lr, cfg.warmup_steps, cfg.batch_size, "sft.batch_size")
     with alignment_roles(job, paths, Stage.sft, base, learner_cfg, cfg.steps) as roles:
@@ -108,8 +105,6 @@ def sft_stage(job: JobConfig, paths: RunPaths) -> None:
 def rsft_stage(job: JobConfig, paths: RunPaths) -> None:
     from trainers.sft import run_rsft
     cfg, out = job.rsft, paths.stage(Stage.rsft)
-    if stage_done(job, out, "rsft"):
-        return
     base, tokenizer, train, held_out = _start(job, paths, Stage.rsft)
     learner_cfg = policy_learner_config(job, cfg.lr, 0, cfg.batch_size, "rsft.batch_size")
     with alignment_roles(job, paths, Stage.rsft, base, learner_cfg, cfg.rounds * cfg.sft_steps) as roles:
@@ -120,8 +115,6 @@ def rsft_stage(job: JobConfig, paths: RunPaths) -> None:
 def ppo_stage(job: JobConfig, paths: RunPaths) -> None:
     from trainers.ppo import run_ppo
     cfg, out = job.ppo, paths.stage(Stage.ppo)
-    if stage_done(job, out, "ppo"):
-        return
     base, tokenizer, train, held_out = _start(job, paths, Stage.ppo)
     learner_cfg = policy_learner_config(job, cfg.update.lr, cfg.update.warmup_steps, cfg.update.minibatch_size,
                                         "ppo.update.minibatch_size")
@@ -138,8 +131,6 @@ def dpo_stage(job: JobConfig, paths: RunPaths) -> None:
     from trainers.rl_learner import PolicyLearner
     from trainers.tokenizer import load_tokenizer
     cfg, out = job.dpo, paths.stage(Stage.dpo)
-    if stage_done(job, out, "dpo"):
-        return
     base = policy_model(job, paths, Stage.dpo)
     tokenizer = load_tokenizer(base)
     train, val = split_pairs(load_pair_sources(cfg.pairs, job.seed), cfg.held_out_fraction, job.seed)

@@ -67,6 +67,8 @@ def prepare_run_dir(job: JobConfig, paths: RunPaths) -> None:
     if not job.resume:
         for stage in Stage:
             shutil.rmtree(paths.stage(stage), ignore_errors=True)
+        for name in ("timings.json", "report.md"):
+            (paths.root / name).unlink(missing_ok=True)
     paths.root.mkdir(parents=True, exist_ok=True)
     tmp = paths.config.with_name("config.yaml.tmp")
     tmp.write_text(to_yaml(job))
@@ -82,9 +84,12 @@ def run_pipeline(job: JobConfig) -> RunPaths:
     prepare_run_dir(job, paths)
     from cluster.align_stages import ALIGNMENT_STAGES
     runners = {**STAGE_RUNNERS, **ALIGNMENT_STAGES}
-    from trainers.report import acceptance_checks, record_seconds, write_report
-    timings = {}
+    from trainers.report import acceptance_checks, read_timings, record_seconds, write_report
+    timings = read_timings(paths.root)
     for stage in job.stages:
+        if job.resume and stage_done(paths, stage):
+            print(f"[{stage.value}] already done")
+            continue
         start = time.perf_counter()
         runners[stage](job, paths)
         timings = record_seconds(paths.root, stage.value, time.perf_counter() - start)
@@ -97,9 +102,6 @@ def run_pipeline(job: JobConfig) -> RunPaths:
 
 def tokenizer_stage(job: JobConfig, paths: RunPaths) -> None:
     from trainers.prepare import prepare_corpus
-    if job.resume and (paths.data / "meta.json").is_file() and (paths.tokenizer / "tokenizer.json").is_file():
-        print("[tokenizer] already done")
-        return
     prepare_corpus(job.tokenizer, job.corpus, job.seed, job.model.max_seq_len, paths.tokenizer, paths.data)
 
 
@@ -107,8 +109,6 @@ def pretrain_stage(job: JobConfig, paths: RunPaths) -> None:
     from cluster.groups import start_learners
     from trainers.pretrain import run_pretrain
     out = paths.stage(Stage.pretrain)
-    if stage_done(job, out, "pretrain"):
-        return
     if not (paths.data / "meta.json").is_file():
         raise RunDirError(f"pretrain needs the tokenizer stage's output in {paths.data}; add 'tokenizer' to stages")
     model_dir = initial_model(job, paths)
@@ -126,8 +126,6 @@ def reward_model_stage(job: JobConfig, paths: RunPaths) -> None:
     from trainers.reward_model import encode_pairs, run_reward_model
     from trainers.tokenizer import load_tokenizer
     cfg, out = job.reward_model, paths.stage(Stage.reward_model)
-    if stage_done(job, out, "reward_model"):
-        return
     base = policy_model(job, paths, Stage.reward_model)
     tokenizer = load_tokenizer(base)
     train, val = split_pairs(load_pair_sources(cfg.pairs, job.seed), cfg.held_out_fraction, job.seed)
@@ -160,12 +158,11 @@ def policy_model(job: JobConfig, paths: RunPaths, stage: Stage) -> Path:
                       f"model.path is not set; add 'pretrain' to stages or set model.path")
 
 
-def stage_done(job: JobConfig, out: Path, name: str) -> bool:
-    """With resume=true, a stage whose model is published is skipped."""
-    if job.resume and (out / "model" / "config.json").is_file():
-        print(f"[{name}] already done")
-        return True
-    return False
+def stage_done(paths: RunPaths, stage: Stage) -> bool:
+    """Whether `stage` has published its output (resume=true skips such a stage)."""
+    if stage == Stage.tokenizer:
+        return (paths.data / "meta.json").is_file() and (paths.tokenizer / "tokenizer.json").is_file()
+    return (paths.stage(stage) / "model" / "config.json").is_file()
 
 
 def initial_model(job: JobConfig, paths: RunPaths) -> Path:

@@ -107,8 +107,9 @@ def run_dpo(policy, cfg: DpoConfig, train: DpoPairs, val: DpoPairs, rows: int, r
             stage_dir: Path, seed: int, resume: bool) -> Path:
     pad_id = tokenizer.pad_token_id
     checkpoints, metrics = Checkpoints(stage_dir / "checkpoints"), MetricsLog(stage_dir)
-    state = resume_stage(policy, checkpoints, metrics, "dpo", resume)
+    # before any checkpoint is loaded, so the learners still hold pi_ref if the cache has to be (re)built
     ref = reference_logprobs(policy, train, val, pad_id, ranks, rows, stage_dir / "reference_logprobs.npz")
+    state = resume_stage(policy, checkpoints, metrics, "dpo", resume)
     if state is None:
         state = DriverState(step=0, tokens_seen=0, policy_version=0)
         metrics.write(0, held_out_accuracy(policy, val, ref, cfg.beta, pad_id, ranks, rows))

@@ -90,10 +90,15 @@ def acceptance_checks(run_dir: Path, kl_bound: float | None) -> list[str]:
     return checks
 
 
-def record_seconds(run_dir: Path, stage: str, seconds: float) -> dict[str, float]:
-    """Keep each stage's latest wall time in <run>/timings.json (a resumed run keeps the earlier ones)."""
+def read_timings(run_dir: Path) -> dict[str, float]:
     path = run_dir / "timings.json"
-    timings = json.loads(path.read_text()) if path.is_file() else {}
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def record_seconds(run_dir: Path, stage: str, seconds: float) -> dict[str, float]:
+    """Keep each stage's wall time in <run>/timings.json (a resumed run keeps those of the stages it skips)."""
+    path = run_dir / "timings.json"
+    timings = read_timings(run_dir)
     timings[stage] = seconds
     tmp = path.with_name("timings.json.tmp")
     tmp.write_text(json.dumps(timings, indent=1))

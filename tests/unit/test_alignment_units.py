@@ -110,3 +110,16 @@ def test_report_tables_and_checks(tmp_path):
     assert "ppo: largest KL per response 1.500 nats, OVER the bound 1" in checks
     text = write_report(tmp_path, ["grpo", "ppo"], {"grpo": 10.0, "ppo": 5.5}, checks).read_text()
     assert "| grpo | eval/pass@1 | 0.25 | 0.4 | +0.15 |" in text and "| total | 15.5 |" in text
+
+
+def test_generated_tasks_carry_the_answer_and_optionally_the_worked_steps():
+    from trainers.align_config import TaskSource
+    from trainers.tasks import load_samples
+    options = {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1}
+    worked = load_samples(TaskSource(count=3, options=options), seed=4)
+    bare = load_samples(TaskSource(count=3, options=options, worked=False), seed=4)
+    for (sample, steps), (same, final) in zip(worked, bare):
+        a, op, b = sample.prompt.rsplit(":", 1)[1].strip(" =").split()
+        value = int(a) + int(b) if op == "+" else int(a) - int(b)
+        assert sample == same and sample.answer == str(value)
+        assert steps == f"{a} {op} {b} = {value}\n#### {value}" and final == f"#### {value}"
