@@ -21,7 +21,7 @@ SHORT = ["tokenizer.vocab_size=512", "tokenizer.train_chars=2000000", "model.hid
          "reward_model.warmup_steps=1", "reward_model.eval_every=3", "reward_model.checkpoint_every=3",
          "reward_model.max_len=128", "rollout.kv_cache_gib=0.25", "cluster.num_cpus=8",
          "tasks.train.count=64", "tasks.held_out.count=8", "tasks.eval_samples=2", "tasks.eval_k=2",
-         "tasks.max_new_tokens=16", "sft.steps=4", "sft.batch_size=16", "sft.eval_every=2", "sft.checkpoint_every=2",
+         "tasks.max_new_tokens=16", "sft.steps=4", "sft.warmup_steps=1", "dpo.warmup_steps=0", "sft.batch_size=16", "sft.eval_every=2", "sft.checkpoint_every=2",
          "grpo.steps=2", "grpo.prompts_per_step=4", "grpo.group_size=4", "grpo.update.minibatch_size=16",
          "grpo.eval_every=2", "grpo.checkpoint_every=1", "rsft.rounds=1", "rsft.prompts_per_round=4",
          "rsft.samples_per_prompt=4", "rsft.sft_steps=2", "rsft.batch_size=16", "rsft.keep=passing",
@@ -105,7 +105,7 @@ def test_grpo_killed_and_resumed_logs_what_an_uninterrupted_run_logs(run_dir, tm
     import signal
     import time
     grpo = ["stages=[grpo]", f"model.path={run_dir / 'sft/model'}", "grpo.steps=4", "grpo.checkpoint_every=2",
-            "grpo.eval_every=4", f"runs_dir={tmp_path}"]
+            "grpo.eval_every=4", "rewards.reward_model=null", f"runs_dir={tmp_path}"]
     done = tether("run", "configs/tiny.yaml", "name=straight", *SHORT, *grpo)
     assert done.returncode == 0, done.stderr[-3000:]
     command = [sys.executable, "-m", "cluster.cli", "run", "configs/tiny.yaml", "name=killed", *SHORT, *grpo]
