@@ -130,9 +130,13 @@ def main() -> None:
 
 {args.steps} steps of {args.prompts_per_step} prompts x {args.group_size} responses on the demo's policy
 (`{args.model.relative_to(ROOT) if args.model.is_relative_to(ROOT) else args.model}`), temperature 1, lr {LR}, on-policy,
-no reference model; medians over steps 2..{args.steps}. TRL at its faster precision of fp32 and bf16 (the
+no KL term in the loss (tether still runs its reference policy each step to log the KL, the
+`reference` phase; TRL at beta 0 loads none); medians over steps 2..{args.steps}. TRL at its faster precision of fp32 and bf16 (the
 other in brackets), its own `generate`; tether with its rollout worker (vLLM), verifier worker and two
-DeepSpeed ranks, as configs/tiny.yaml sets them. Target: tether at most 0.5x TRL's time per step.
+DeepSpeed ranks of one thread each, as configs/tiny.yaml sets them. Target: tether at most 0.5x TRL's
+time per step. On this 2-core machine one vLLM worker thread generates no faster than TRL's two-thread
+`generate` (the tokens/s columns), and the update of two one-thread ranks costs what TRL's costs, so
+the race is even; tether's generation runs on its own worker, which a GPU cluster scales out.
 
 | completions | tether s/step | TRL s/step | tether / TRL | tether tokens/s | TRL tokens/s | tether phases (s) | TRL generate (s) |
 |---|---|---|---|---|---|---|---|

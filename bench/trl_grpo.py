@@ -45,6 +45,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--prompts-per-step", type=int, required=True)
     p.add_argument("--group-size", type=int, required=True)
     p.add_argument("--max-new-tokens", type=int, required=True)
+    p.add_argument("--min-new-tokens", type=int, default=0, help="= max-new-tokens fixes the completion length")
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--lr", type=float, default=1e-5)
     p.add_argument("--bf16", type=int, choices=(0, 1), default=0)
@@ -149,6 +150,7 @@ def build_config(a: argparse.Namespace, output_dir: str) -> GRPOConfig:
         cache_implementation=a.cache_implementation, use_transformers_continuous_batching=bool(a.continuous_batching),
         logging_steps=1, report_to="none", save_strategy="no", eval_strategy="no", disable_tqdm=True,
         dataloader_num_workers=0,
+        generation_kwargs={"min_new_tokens": a.min_new_tokens} if a.min_new_tokens else None,
     )
 
 
@@ -160,8 +162,8 @@ def settings(config: GRPOConfig) -> dict:
             "optim", "weight_decay", "max_grad_norm", "adam_beta1", "adam_beta2", "bf16", "gradient_checkpointing",
             "torch_compile", "cache_implementation", "use_transformers_continuous_batching", "use_vllm",
             "shuffle_dataset", "seed"]
-    return {k: getattr(config, k) if isinstance(getattr(config, k), (int, float, str, bool, type(None)))
-            else str(getattr(config, k)) for k in keys}
+    values = {k: getattr(config, k) for k in keys}
+    return {k: v if isinstance(v, (int, float, str, bool, type(None))) else str(v) for k, v in values.items()}
 
 
 def summary(steps: list[dict]) -> dict:
