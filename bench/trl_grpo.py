@@ -161,7 +161,7 @@ def settings(config: GRPOConfig) -> dict:
             "loss_type", "scale_rewards", "mask_truncated_completions", "learning_rate", "lr_scheduler_type",
             "optim", "weight_decay", "max_grad_norm", "adam_beta1", "adam_beta2", "bf16", "gradient_checkpointing",
             "torch_compile", "cache_implementation", "use_transformers_continuous_batching", "use_vllm",
-            "shuffle_dataset", "seed"]
+            "shuffle_dataset", "seed", "generation_kwargs"]
     values = {k: getattr(config, k) for k in keys}
     return {k: v if isinstance(v, (int, float, str, bool, type(None))) else str(v) for k, v in values.items()}
 
