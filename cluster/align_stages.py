@@ -16,12 +16,10 @@ from trainers.alignment import Roles
 from trainers.config import LearnerConfig
 
 
-def policy_learner_config(job: JobConfig, lr: float, warmup_steps: int, rows_per_step: int, what: str) -> LearnerConfig:
+def policy_learner_config(job: JobConfig, lr: float, warmup_steps: int, rows_per_step: int) -> LearnerConfig:
     """The learner settings of a stage: its own LR and warm-up, and grad_accum so that one optimizer
-    step takes rows_per_step rows over all ranks."""
+    step takes rows_per_step rows over all ranks (a multiple of their micro-batches: config validation)."""
     per_pass = job.learner.num_ranks * job.learner.micro_batch
-    if rows_per_step % per_pass:
-        raise ValueError(f"{what}={rows_per_step} must be a multiple of learner.num_ranks x learner.micro_batch = {per_pass}")
     return dataclasses.replace(job.learner, lr=lr, warmup_steps=warmup_steps, grad_accum=rows_per_step // per_pass)
 
 
@@ -85,8 +83,7 @@ def grpo_stage(job: JobConfig, paths: RunPaths) -> None:
     from trainers.grpo import run_grpo
     cfg, out = job.grpo, paths.stage(Stage.grpo)
     base, tokenizer, train, held_out = _start(job, paths, Stage.grpo)
-    learner_cfg = policy_learner_config(job, cfg.update.lr, cfg.update.warmup_steps, cfg.update.minibatch_size,
-                                        "grpo.update.minibatch_size")
+    learner_cfg = policy_learner_config(job, cfg.update.lr, cfg.update.warmup_steps, cfg.update.minibatch_size)
     total = cfg.steps * updates_per_step(cfg.prompts_per_step * cfg.group_size, cfg.update)
     with alignment_roles(job, paths, Stage.grpo, base, learner_cfg, total, reference=True) as roles:
         run_grpo(roles, cfg, job.tasks, train, held_out, job.learner.num_ranks, tokenizer, out, job.seed, job.resume)
@@ -96,7 +93,7 @@ def sft_stage(job: JobConfig, paths: RunPaths) -> None:
     from trainers.sft import run_sft
     cfg, out = job.sft, paths.stage(Stage.sft)
     base, tokenizer, train, held_out = _start(job, paths, Stage.sft)
-    learner_cfg = policy_learner_config(job, cfg.lr, cfg.warmup_steps, cfg.batch_size, "sft.batch_size")
+    learner_cfg = policy_learner_config(job, cfg.lr, cfg.warmup_steps, cfg.batch_size)
     with alignment_roles(job, paths, Stage.sft, base, learner_cfg, cfg.steps) as roles:
         run_sft(roles, cfg, job.tasks, train, held_out, cfg.batch_size, job.learner.num_ranks, tokenizer, out,
                 job.seed, job.resume)
@@ -106,7 +103,7 @@ def rsft_stage(job: JobConfig, paths: RunPaths) -> None:
     from trainers.sft import run_rsft
     cfg, out = job.rsft, paths.stage(Stage.rsft)
     base, tokenizer, train, held_out = _start(job, paths, Stage.rsft)
-    learner_cfg = policy_learner_config(job, cfg.lr, 0, cfg.batch_size, "rsft.batch_size")
+    learner_cfg = policy_learner_config(job, cfg.lr, 0, cfg.batch_size)
     with alignment_roles(job, paths, Stage.rsft, base, learner_cfg, cfg.rounds * cfg.sft_steps) as roles:
         run_rsft(roles, cfg, job.tasks, train, held_out, cfg.batch_size, job.learner.num_ranks, tokenizer, out,
                  job.seed, job.resume)
@@ -116,8 +113,7 @@ def ppo_stage(job: JobConfig, paths: RunPaths) -> None:
     from trainers.ppo import run_ppo
     cfg, out = job.ppo, paths.stage(Stage.ppo)
     base, tokenizer, train, held_out = _start(job, paths, Stage.ppo)
-    learner_cfg = policy_learner_config(job, cfg.update.lr, cfg.update.warmup_steps, cfg.update.minibatch_size,
-                                        "ppo.update.minibatch_size")
+    learner_cfg = policy_learner_config(job, cfg.update.lr, cfg.update.warmup_steps, cfg.update.minibatch_size)
     critic_cfg = dataclasses.replace(learner_cfg, lr=cfg.critic_lr)
     total = cfg.steps * updates_per_step(cfg.prompts_per_step, cfg.update)
     with alignment_roles(job, paths, Stage.ppo, base, learner_cfg, total, reference=True, critic_cfg=critic_cfg) as roles:

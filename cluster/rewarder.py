@@ -4,8 +4,9 @@ the rubric R(x, y) = sum_k w_k s_k(x, y) (rewards.rubric).
     rewarder = Rewarder(job.rewards, job.verifier_pool, rm_dir, tokenizer)
     scored = rewarder.score(tasks, rollouts, RewardTerms.verifiers)    # one Scored per rollout
 
-Both parts are always scored when they exist (evaluation reports verifier pass rates and the reward-model
-score whatever a stage trains on); `terms` says which of them make up the reward."""
+`terms` says which parts make up the reward. The verifiers always run when configured (their pass rates are
+logged whatever a stage trains on); the reward model runs only when `terms` uses it, since it is a forward
+pass per step. Evaluation asks for `rewarder.all_terms` to report both."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ class Scored:
     """Rewards of a batch of rollouts. N rollouts."""
     rewards: np.ndarray               # [N] R(x, y) of the stage's terms
     passed: np.ndarray                # [N] bool: every applicable verifier passed (False without verifiers)
-    model_scores: Optional[np.ndarray]  # [N] the reward model's score, or None without one
+    model_scores: Optional[np.ndarray]  # [N] the reward model's score, or None when the terms leave it out
     breakdowns: list[RewardBreakdown]   # per rollout, per verifier (and reward model last)
     pass_rates: dict[str, float]        # per verifier: pass rate and not-applicable share
 
@@ -49,6 +50,13 @@ class Rewarder:
     def has_reward_model(self) -> bool:
         return self.local_rm is not None or self.http_rm is not None
 
+    @property
+    def all_terms(self) -> RewardTerms:
+        """Every part this rewarder has."""
+        if self.pool is not None and self.has_reward_model:
+            return RewardTerms.both
+        return RewardTerms.verifiers if self.pool is not None else RewardTerms.reward_model
+
     def score(self, tasks: list[Task], rollouts: list[Rollout], terms: RewardTerms) -> Scored:
         """tasks[i] is the task rollouts[i] answers."""
         use_verifiers = terms in (RewardTerms.verifiers, RewardTerms.both)
@@ -59,7 +67,7 @@ class Rewarder:
             raise ValueError("the reward uses a reward model, but none is configured (rewards.reward_model)")
         texts = [self.tokenizer.decode(r.response_ids, skip_special_tokens=True) for r in rollouts]
         verdicts = self.pool.verify([t.sample for t in tasks], texts) if self.pool else [[] for _ in rollouts]
-        model_scores = self._model_scores(rollouts, texts)
+        model_scores = self._model_scores(rollouts, texts) if use_model else None
         weights = [v.weight if use_verifiers else 0.0 for v in self.cfg.verifiers]
         model_weight = self.cfg.reward_model.weight if use_model else 0.0
         breakdowns = rubric_rewards(weights, verdicts, None if model_scores is None else list(model_scores), model_weight)

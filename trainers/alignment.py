@@ -13,10 +13,11 @@ from typing import Any, Optional
 import numpy as np
 
 from rollout.types import FinishReason, Rollout, Sampling
-from trainers.align_config import PolicyUpdateConfig, RewardTerms, TasksConfig
+from trainers.align_config import PolicyUpdateConfig, TasksConfig
 from trainers.batches import TokenBatch
 from trainers.checkpoints import Checkpoints, DriverState, publish_dir, resume_stage
 from trainers.metrics import MetricsLog, plot_curves, read_metrics
+from trainers.pretrain import save_checkpoint
 from trainers.rl_batches import PolicyBatch, PolicyLoss, PolicyStepResult, per_token, token_rows
 from trainers.tasks import Task
 
@@ -42,17 +43,20 @@ def step_tasks(tasks: list[Task], count: int, seed: int, step: int) -> list[Task
     return [tasks[i] for i in rng.choice(len(tasks), size=min(count, len(tasks)), replace=False)]
 
 
+def sample_rollouts(pool, tasks: list[Task], n: int, temperature: float, tasks_cfg: TasksConfig, seed: int,
+                    step: int) -> list[Rollout]:
+    """n rollouts per task from the rollout workers, flattened task by task (rollout i answers tasks[i // n]),
+    sampled with the step's seed so that a resumed run draws the same ones."""
+    sampling = Sampling(temperature=temperature, n=n, max_new_tokens=tasks_cfg.max_new_tokens,
+                        min_new_tokens=tasks_cfg.min_new_tokens, seed=step_seed(seed, step, 3))
+    return [r for group in pool.generate([t.prompt_ids for t in tasks], sampling) for r in group]
+
+
 def pass_at_k(n: int, c: int, k: int) -> float:
     """Unbiased pass@k from n samples with c correct (Chen et al. 2021): 1 - C(n-c, k) / C(n, k)."""
     if k > n:
         raise ValueError(f"pass@{k} needs at least {k} samples, got {n}")
     return 1.0 - math.comb(n - c, k) / math.comb(n, k)
-
-
-def all_terms(rewarder) -> RewardTerms:
-    if rewarder.pool is not None and rewarder.has_reward_model:
-        return RewardTerms.both
-    return RewardTerms.verifiers if rewarder.pool is not None else RewardTerms.reward_model
 
 
 def evaluate(roles: Roles, tasks: list[Task], cfg: TasksConfig, seed: int) -> dict[str, float]:
@@ -62,7 +66,7 @@ def evaluate(roles: Roles, tasks: list[Task], cfg: TasksConfig, seed: int) -> di
                         seed=step_seed(seed, 0, 2))
     groups = roles.pool.generate([t.prompt_ids for t in tasks], sampling)
     flat = [r for g in groups for r in g]
-    scored = roles.rewarder.score([t for t, g in zip(tasks, groups) for _ in g], flat, all_terms(roles.rewarder))
+    scored = roles.rewarder.score([t for t, g in zip(tasks, groups) for _ in g], flat, roles.rewarder.all_terms)
     out = {"eval/response_tokens": float(np.mean([len(r.response_ids) for r in flat]))}
     if roles.rewarder.pool is not None:
         correct = scored.passed.reshape(len(tasks), cfg.eval_samples).sum(1)
@@ -158,14 +162,8 @@ def begin_stage(roles: Roles, checkpoints: Checkpoints, log: MetricsLog, stage: 
 
 
 def save_stage_checkpoint(roles: Roles, checkpoints: Checkpoints, state: DriverState, tokenizer) -> Path:
-    """Collective on the policy (and critic): DeepSpeed states, RNG, HF weights, then the driver state."""
-    staging = checkpoints.staging(state.step)
-    roles.policy.every_rank(lambda a: a.save.remote(str(staging), str(staging / "hf")), "save checkpoint")
-    tokenizer.save_pretrained(str(staging / "hf"))
-    if roles.critic is not None:
-        critic = staging / "critic"
-        roles.critic.every_rank(lambda a: a.save.remote(str(critic), str(critic / "hf")), "save critic checkpoint")
-    return checkpoints.commit(staging, state)
+    """Collective on the policy (and critic)."""
+    return save_checkpoint(roles.policy, checkpoints, state, tokenizer, roles.critic)
 
 
 def finish_stage(checkpoints: Checkpoints, log: MetricsLog, stage_dir: Path, title: str, keys: list[str]) -> Path:

@@ -52,6 +52,13 @@ def pad_rows(rows: list[list[int]], pad_id: int, width: int) -> np.ndarray:
     return out
 
 
+def whole_calls(count: int, per_call: int) -> list[np.ndarray]:
+    """Row indices 0..count-1 cut into calls of exactly per_call rows; the last call is filled by repeating
+    rows from the start (callers keep the first `count` results)."""
+    padded = np.resize(np.arange(count), -(-count // per_call) * per_call)
+    return np.split(padded, len(padded) // per_call)
+
+
 @dataclass
 class PairBatch:
     """Preference pairs for reward-model training or scoring on one rank.

@@ -17,10 +17,11 @@ import numpy as np
 from tqdm import tqdm
 
 from trainers.align_config import DpoConfig
-from trainers.alignment import policy_logprobs
-from trainers.checkpoints import Checkpoints, DriverState, publish_dir, resume_stage
+from trainers.alignment import finish_stage, policy_logprobs
+from trainers.batches import whole_calls
+from trainers.checkpoints import Checkpoints, DriverState, resume_stage
 from trainers.config import Corruption
-from trainers.metrics import MetricsLog, PhaseTimer, plot_curves, read_metrics
+from trainers.metrics import MetricsLog, PhaseTimer
 from trainers.pairs import PreferencePair, pair_texts
 from trainers.pretrain import save_checkpoint
 from trainers.rl_batches import DpoBatch, token_rows
@@ -66,14 +67,12 @@ def pair_rows(pairs: DpoPairs, indices: np.ndarray, pad_id: int) -> tuple[np.nda
 
 def summed_logprobs(policy, pairs: DpoPairs, pad_id: int, ranks: int, chunk: int) -> tuple[np.ndarray, np.ndarray]:
     """Collective: sum of log pi over each side's answer tokens, [N] chosen and [N] rejected."""
-    count = len(pairs)
-    padded = np.resize(np.arange(count), -(-count // chunk) * chunk)     # repeat rows to fill the last call
     sums = []
-    for part in np.split(padded, len(padded) // chunk):
+    for part in whole_calls(len(pairs), chunk):
         c, cm, r, rm = pair_rows(pairs, part, pad_id)
         both = policy_logprobs(policy, np.concatenate([c, r]), ranks) * np.concatenate([cm, rm])
         sums.append(both.sum(1).reshape(2, -1))
-    out = np.concatenate(sums, axis=1)[:, :count]
+    out = np.concatenate(sums, axis=1)[:, :len(pairs)]
     return out[0], out[1]
 
 
@@ -137,9 +136,4 @@ def run_dpo(policy, cfg: DpoConfig, train: DpoPairs, val: DpoPairs, rows: int, r
         bar.update(1)
         bar.set_postfix(loss=f"{record['train/loss']:.3f}", acc=f"{record['train/preference_accuracy']:.2f}")
     bar.close()
-    metrics.close()
-    plot_curves(read_metrics(metrics.path), ["train/loss", "train/margin", "eval/preference_accuracy"],
-                stage_dir / "curves.png", "dpo")
-    model_dir = stage_dir / "model"
-    publish_dir(checkpoints.latest() / "hf", model_dir)
-    return model_dir
+    return finish_stage(checkpoints, metrics, stage_dir, "dpo", ["train/loss", "train/margin", "eval/preference_accuracy"])

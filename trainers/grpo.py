@@ -15,13 +15,14 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
-from rollout.types import FinishReason, Rollout, Sampling
+from rollout.types import FinishReason, Rollout
 from trainers.advantages import group_advantages, reinforce_pp_baseline, rloo_advantages
 from trainers.align_config import AdvantageKind, GrpoConfig, TasksConfig
-from trainers.alignment import (Roles, begin_stage, evaluate, finish_stage, rollout_stats, save_stage_checkpoint,
-                                step_rows, step_seed, step_tasks, update_policy)
+from trainers.alignment import (Roles, begin_stage, evaluate, finish_stage, rollout_stats, sample_rollouts,
+                                save_stage_checkpoint, step_rows, step_tasks, update_policy)
 from trainers.checkpoints import Checkpoints, DriverState
 from trainers.metrics import MetricsLog, PhaseTimer
 from trainers.tasks import Task
@@ -48,7 +49,6 @@ def group_filter(rewards: np.ndarray, rollouts: list[Rollout], cfg: GrpoConfig) 
 def run_grpo(roles: Roles, cfg: GrpoConfig, tasks_cfg: TasksConfig, train: list[Task], held_out: list[Task],
              ranks: int, tokenizer, stage_dir: Path, seed: int, resume: bool) -> Path | None:
     """Trains to cfg.steps; returns the published policy dir, or None if stopped early (stop_after_steps)."""
-    import torch
     checkpoints, log = Checkpoints(stage_dir / "checkpoints"), MetricsLog(stage_dir)
     state = begin_stage(roles, checkpoints, log, "grpo", resume, held_out, tasks_cfg, seed)
     stop_at = cfg.steps if cfg.stop_after_steps is None else min(cfg.steps, state.step + cfg.stop_after_steps)
@@ -59,10 +59,7 @@ def run_grpo(roles: Roles, cfg: GrpoConfig, tasks_cfg: TasksConfig, train: list[
         with timer("sample"):
             tasks = step_tasks(train, cfg.prompts_per_step, seed, state.step)
         with timer("generate"):
-            sampling = Sampling(temperature=cfg.temperature, n=cfg.group_size, max_new_tokens=tasks_cfg.max_new_tokens,
-                                min_new_tokens=tasks_cfg.min_new_tokens,
-                                seed=step_seed(seed, state.step, 3))
-            rollouts = [r for group in roles.pool.generate([t.prompt_ids for t in tasks], sampling) for r in group]
+            rollouts = sample_rollouts(roles.pool, tasks, cfg.group_size, cfg.temperature, tasks_cfg, seed, state.step)
         with timer("reward"):
             scored = roles.rewarder.score([t for t in tasks for _ in range(cfg.group_size)], rollouts, cfg.reward)
         with timer("advantage"):

@@ -17,7 +17,7 @@ import torch
 from rollout.weight_sync import BucketSender, TensorSpec, open_group
 from trainers.batches import EvalSums, PairBatch, PairStepResult, StepResult, TokenBatch
 from trainers.config import LearnerConfig, Optimizer, Precision
-from trainers.losses import bradley_terry_loss, token_nll
+from trainers.losses import bradley_terry_loss, token_logprobs, token_nll
 from trainers.model import ModelHead, load_model
 from trainers.schedule import warmup_cosine
 
@@ -182,12 +182,14 @@ class Learner:
         """Collective under ZeRO-3: log pi_theta(x_{t+1} | x_<=t) of every target token of every row, in fp32,
         with no temperature (the model's own distribution). Returns one [T] array per row."""
         self.engine.eval()
-        tokens = torch.tensor(batch.tokens, device=self.device)
+        logp, _ = self._target_logprobs(torch.tensor(batch.tokens, device=self.device))
+        return list(logp.cpu().numpy())
+
+    def _target_logprobs(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Forward pass over tokens [B, T+1]: (log pi_theta of each target [B, T] in fp32, logits [B, T, V])."""
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.precision == Precision.bf16):
             logits = self.engine(input_ids=tokens[:, :-1]).logits                  # [B, T, V]
-        logp = torch.log_softmax(logits.float(), dim=-1)                          # [B, T, V]
-        picked = logp.gather(-1, tokens[:, 1:, None]).squeeze(-1)                 # [B, T]
-        return list(picked.cpu().numpy())
+        return token_logprobs(logits, tokens[:, 1:]), logits
 
     def device_type(self) -> str:
         return self.device.type

@@ -19,6 +19,13 @@ def token_nll(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor | 
     return (nll * mask).sum(), mask.sum()
 
 
+def token_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """log pi(x_{t+1} | x_<=t) of each target under the softmax of eq. (8), with no temperature.
+
+    logits [B, T, V] (any float dtype; computed in fp32), targets [B, T] -> [B, T]."""
+    return torch.log_softmax(logits.float(), dim=-1).gather(-1, targets[..., None]).squeeze(-1)
+
+
 def bradley_terry_loss(chosen: torch.Tensor, rejected: torch.Tensor, margin: torch.Tensor | None = None) -> torch.Tensor:
     """Reward-model loss under the Bradley-Terry preference model of Part 2 (RLHF, A; the model DPO
     assumes): P(y+ > y- | x) = sigma(R+ - R-), so the loss per pair is -log sigma(R+ - R- - m).

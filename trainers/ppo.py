@@ -22,11 +22,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from rollout.types import Sampling
 from trainers.advantages import gae, whiten
 from trainers.align_config import KlPlacement, PpoConfig, TasksConfig
 from trainers.alignment import (Roles, begin_stage, evaluate, finish_stage, minibatches, policy_logprobs,
-                                rollout_stats, save_stage_checkpoint, step_rows, step_seed, step_tasks, update_policy)
+                                rollout_stats, sample_rollouts, save_stage_checkpoint, step_rows, step_tasks,
+                                update_policy)
 from trainers.checkpoints import Checkpoints, DriverState
 from trainers.metrics import MetricsLog, PhaseTimer
 from trainers.rl_batches import ValueBatch
@@ -74,10 +74,7 @@ def run_ppo(roles: Roles, cfg: PpoConfig, tasks_cfg: TasksConfig, train: list[Ta
         with timer("sample"):
             tasks = step_tasks(train, cfg.prompts_per_step, seed, state.step)
         with timer("generate"):
-            sampling = Sampling(temperature=cfg.temperature, max_new_tokens=tasks_cfg.max_new_tokens,
-                                min_new_tokens=tasks_cfg.min_new_tokens,
-                                seed=step_seed(seed, state.step, 3))
-            rollouts = [g[0] for g in roles.pool.generate([t.prompt_ids for t in tasks], sampling)]
+            rollouts = sample_rollouts(roles.pool, tasks, 1, cfg.temperature, tasks_cfg, seed, state.step)
         with timer("reward"):
             scored = roles.rewarder.score(tasks, rollouts, cfg.reward)
         rows = step_rows(rollouts, [0.0] * len(rollouts), tokenizer.pad_token_id, cfg.update.minibatch_size)

@@ -104,9 +104,14 @@ def run_pretrain(learners, cfg: PretrainConfig, learner_cfg: LearnerConfig, data
     return model_dir
 
 
-def save_checkpoint(learners, checkpoints: Checkpoints, state: DriverState, tokenizer) -> Path:
+def save_checkpoint(learners, checkpoints: Checkpoints, state: DriverState, tokenizer, critic=None) -> Path:
+    """Collective on the learners (and a ppo critic, saved under critic/): DeepSpeed states, RNG, HF weights,
+    then the driver state, committed only once all of it is written."""
     staging = checkpoints.staging(state.step)
     hf_dir = staging / "hf"
     learners.every_rank(lambda a: a.save.remote(str(staging), str(hf_dir)), "save checkpoint")
     tokenizer.save_pretrained(str(hf_dir))  # the HF folder loads on its own in transformers and vLLM
+    if critic is not None:
+        folder = staging / "critic"
+        critic.every_rank(lambda a: a.save.remote(str(folder), str(folder / "hf")), "save critic checkpoint")
     return checkpoints.commit(staging, state)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from trainers.losses import token_logprobs
+
 
 class ReferencePolicy:
     def __init__(self, model_dir: str, batch_size: int, bf16: bool, threads: int = 1):
@@ -22,6 +24,5 @@ class ReferencePolicy:
             rows = torch.from_numpy(tokens[start:start + self.batch_size])
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
                 logits = self.model(input_ids=rows[:, :-1]).logits                       # [b, T, V]
-            logp = torch.log_softmax(logits.float(), dim=-1).gather(-1, rows[:, 1:, None]).squeeze(-1)
-            out[start:start + len(rows)] = logp.numpy()
+            out[start:start + len(rows)] = token_logprobs(logits, rows[:, 1:]).numpy()
         return out

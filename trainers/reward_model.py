@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from trainers.batches import PairBatch, pad_rows
+from trainers.batches import PairBatch, pad_rows, whole_calls
 from trainers.checkpoints import Checkpoints, DriverState, publish_dir, resume_stage
 from trainers.config import Corruption, LearnerConfig, RewardModelConfig
 from trainers.metrics import MetricsLog, PhaseTimer, plot_curves, read_metrics
@@ -67,9 +67,8 @@ def held_out_accuracy(learners, pairs: EncodedPairs, pad_id: int, ranks: int, mi
     """Share of held-out pairs with R+ > R-, overall and per corruption kind, and how many pairs each."""
     per_call = ranks * micro
     count = len(pairs)
-    padded = np.resize(np.arange(count), -(-count // per_call) * per_call)  # repeat rows to fill the last call
     gaps = np.zeros(0, np.float32)                                           # R+ - R- per pair
-    for chunk in np.split(padded, len(padded) // per_call):
+    for chunk in whole_calls(count, per_call):
         batch = pair_batch(pairs, chunk, pad_id)
         both = np.concatenate([batch.chosen, batch.rejected])                # [2 per_call, T]
         scores = np.concatenate(learners.sharded(np.split(both, ranks), lambda a, t: a.reward_scores.remote(t),

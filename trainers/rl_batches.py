@@ -75,7 +75,7 @@ class DpoBatch:
 
 
 def _split(batch, parts: int, arrays: tuple[str, ...]) -> list:
-    rows = len(batch.tokens) if hasattr(batch, "tokens") else len(batch.chosen)
+    rows = len(getattr(batch, arrays[0]))
     if rows % parts:
         raise ValueError(f"batch of {rows} rows does not split into {parts} equal parts")
     pieces = {name: (np.split(getattr(batch, name), parts) if getattr(batch, name) is not None else [None] * parts)

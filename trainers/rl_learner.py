@@ -20,9 +20,7 @@ from trainers.rl_losses import dpo_loss, entropy_from_logits, kl_k3, policy_loss
 class PolicyLearner(Learner):
     def _token_logprobs(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """log pi_theta of each target token [B, T] (fp32, with grad) and the entropy at each position [B, T]."""
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.precision == Precision.bf16):
-            logits = self.engine(input_ids=tokens[:, :-1]).logits                       # [B, T, V]
-        logp = torch.log_softmax(logits.float(), dim=-1).gather(-1, tokens[:, 1:, None]).squeeze(-1)  # [B, T]
+        logp, logits = self._target_logprobs(tokens)
         with torch.no_grad():
             entropy = entropy_from_logits(logits)                                       # [B, T]
         return logp, entropy

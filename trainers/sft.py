@@ -21,10 +21,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from rollout.types import Sampling
 from trainers.align_config import KeepRule, RsftConfig, SftConfig, TasksConfig
-from trainers.alignment import (Roles, begin_stage, evaluate, finish_stage, rollout_stats, save_stage_checkpoint,
-                                step_seed, step_tasks)
+from trainers.alignment import (Roles, begin_stage, evaluate, finish_stage, rollout_stats, sample_rollouts,
+                                save_stage_checkpoint, step_seed, step_tasks)
 from trainers.batches import TokenBatch
 from trainers.checkpoints import Checkpoints, DriverState
 from trainers.metrics import MetricsLog, PhaseTimer
@@ -96,10 +95,8 @@ def run_rsft(roles: Roles, cfg: RsftConfig, tasks_cfg: TasksConfig, train: list[
         with timer("sample"):
             tasks = step_tasks(train, cfg.prompts_per_round, seed, state.step)
         with timer("generate"):
-            sampling = Sampling(temperature=cfg.temperature, n=cfg.samples_per_prompt,
-                                max_new_tokens=tasks_cfg.max_new_tokens,
-                                min_new_tokens=tasks_cfg.min_new_tokens, seed=step_seed(seed, state.step, 3))
-            rollouts = [r for group in roles.pool.generate([t.prompt_ids for t in tasks], sampling) for r in group]
+            rollouts = sample_rollouts(roles.pool, tasks, cfg.samples_per_prompt, cfg.temperature, tasks_cfg, seed,
+                                       state.step)
         with timer("reward"):
             scored = roles.rewarder.score([t for t in tasks for _ in range(cfg.samples_per_prompt)], rollouts, cfg.reward)
         with timer("keep"):

@@ -38,8 +38,8 @@ def load_samples(source: TaskSource, seed: int) -> list[tuple[Sample, str]]:
     out = []
     for where, row in itertools.islice(rows, source.count or None):
         sample = Sample.from_row(row, where)
-        solution = str(row.get("answer", "")) if "####" in str(row.get("answer", "")) else ""
-        out.append((sample, solution))
+        worked = str(row.get("answer", ""))   # GSM8K-style: the worked answer, ending in '#### N'
+        out.append((sample, worked if "####" in worked else ""))
     if not out:
         raise ValueError(f"task source {source.name} holds no rows")
     return out

@@ -100,12 +100,14 @@ def test_reference_actor_matches_the_learners_and_dpo_starts_at_log_2(ray_cluste
 def test_critic_fits_its_returns(ray_cluster, tiny_corpus):
     tokens, mask, _ = rows(tiny_corpus)
     cfg = dataclasses.replace(ONE, optimizer=Optimizer.adamw, lr=1e-2)
-    critic = start_learners(cfg, str(tiny_corpus / "init"), 30, head=ModelHead.value, actor_class=CriticLearner,
+    # 60 steps: the starting loss varies a little between sessions (0.195, 0.201 seen), and after 30 steps
+    # some sessions ended at 0.16-0.19 of it, too close to the bound
+    critic = start_learners(cfg, str(tiny_corpus / "init"), 60, head=ModelHead.value, actor_class=CriticLearner,
                             role="critic")
     try:
         returns = per_token(list(np.linspace(-1.0, 1.0, 8, dtype=np.float32)), mask)
         first = last = None
-        for _ in range(30):
+        for _ in range(60):
             values = critic.rank0(lambda a: a.values.remote(tokens), "values") * mask
             assert values.shape == mask.shape
             part = critic.rank0(lambda a: a.train_values.remote(
