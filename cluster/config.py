@@ -11,6 +11,8 @@ from typing import Optional
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
+from evals.config import EvalConfig
+from evals.knowledge import KnowledgeConfig, check_knowledge
 from rewards.config import RewardConfig
 from rollout.config import EngineKind, RolloutConfig
 from rollout.types import Sampling
@@ -91,6 +93,8 @@ class JobConfig:
     rewards: RewardConfig = field(default_factory=RewardConfig)
     verifier_pool: VerifierPoolConfig = field(default_factory=VerifierPoolConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    """What `tether eval` runs."""
 
     @property
     def run_dir(self) -> Path:
@@ -213,7 +217,12 @@ def validate(job: JobConfig) -> None:
              "rewards.reward_model.http.url: must start with http:// or https://")
     validate_alignment(job, need)
     for i, s in enumerate(job.corpus.sources):
-        need(s.kind.value in ("shakespeare",) or bool(s.name), f"corpus.sources.{i}.name: required for kind {s.kind.value}")
+        need(s.kind.value in ("shakespeare", "knowledge") or bool(s.name), f"corpus.sources.{i}.name: required for kind {s.kind.value}")
+        if s.kind.value == "knowledge":
+            try:
+                check_knowledge(KnowledgeConfig(**s.options))
+            except (TypeError, ValueError) as e:
+                need(False, f"corpus.sources.{i}.options: {e}")
         need(s.count >= 0, f"corpus.sources.{i}.count: must be >= 0")
 
 

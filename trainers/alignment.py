@@ -5,13 +5,13 @@ Role handles are passed in (Ray actor groups and pools built by cluster.align_st
 starts or stops an actor."""
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
 
+from evals.harness import pass_at_k
 from rollout.types import FinishReason, Rollout, Sampling
 from trainers.align_config import PolicyUpdateConfig, TasksConfig
 from trainers.batches import TokenBatch
@@ -50,13 +50,6 @@ def sample_rollouts(pool, tasks: list[Task], n: int, temperature: float, tasks_c
     sampling = Sampling(temperature=temperature, n=n, max_new_tokens=tasks_cfg.max_new_tokens,
                         min_new_tokens=tasks_cfg.min_new_tokens, seed=step_seed(seed, step, 3))
     return [r for group in pool.generate([t.prompt_ids for t in tasks], sampling) for r in group]
-
-
-def pass_at_k(n: int, c: int, k: int) -> float:
-    """Unbiased pass@k from n samples with c correct (Chen et al. 2021): 1 - C(n-c, k) / C(n, k)."""
-    if k > n:
-        raise ValueError(f"pass@{k} needs at least {k} samples, got {n}")
-    return 1.0 - math.comb(n - c, k) / math.comb(n, k)
 
 
 def evaluate(roles: Roles, tasks: list[Task], cfg: TasksConfig, seed: int) -> dict[str, float]:

@@ -19,6 +19,8 @@ class SourceKind(Enum):
     """A local .txt (one document per blank-line-separated block), .jsonl or .parquet file."""
     hf = "hf"
     """A Hugging Face datasets name, loaded with `datasets.load_dataset` (never used in tests)."""
+    knowledge = "knowledge"
+    """The fictional knowledge base of the facts suite; options are evals.knowledge.KnowledgeConfig's fields."""
 
 
 @dataclass
@@ -34,7 +36,8 @@ class SourceConfig:
     split: str = "train"
     """hf: the split to read."""
     options: dict[str, Any] = field(default_factory=dict)
-    """reasoning_gym: keyword arguments for create_dataset (e.g. {min_digits: 1, max_digits: 2})."""
+    """reasoning_gym: keyword arguments for create_dataset (e.g. {min_digits: 1, max_digits: 2}); knowledge:
+    the knowledge base's settings (people, stated_fraction, ...)."""
 
 
 @dataclass

@@ -35,6 +35,13 @@ def iter_documents(source: SourceConfig, seed: int) -> Iterator[str]:
         yield from _limit(_file_documents(Path(source.name), source.text_field), source.count)
     elif source.kind == SourceKind.hf:
         yield from _limit(_hf_documents(source.name, source.split, source.text_field), source.count)
+    elif source.kind == SourceKind.knowledge:
+        from evals.knowledge import KnowledgeConfig, training_documents
+        try:
+            cfg = KnowledgeConfig(**source.options)
+        except TypeError as e:
+            raise ValueError(f"corpus source 'knowledge': options {dict(source.options)}: {e}") from None
+        yield from training_documents(cfg)
 
 
 def _limit(docs: Iterator[str], count: int) -> Iterator[str]:

@@ -8,7 +8,7 @@ from typing import Any, Optional
 @dataclass
 class VerifierSpec:
     fn: str = "math"
-    """A built-in (math, code, format), an entry-point name in the group `tether.verifiers`, or a
+    """A built-in (math, code, format, facts), an entry-point name in the group `tether.verifiers`, or a
     "module:function" string."""
     weight: float = 1.0
     """Weight of this verifier's score in the reward rubric."""

@@ -21,6 +21,7 @@ BUILT_INS = {
     "math": "verifiers.math_answers:math_answer",
     "code": "verifiers.code:code_tests",
     "format": "verifiers.format:tag_format",
+    "facts": "verifiers.facts:fact_claims",
 }
 
 

@@ -7,7 +7,7 @@ import torch
 
 from rollout.types import FinishReason, Rollout
 from trainers.align_config import GrpoConfig, KeepRule, PolicyUpdateConfig, RsftConfig
-from trainers.alignment import StepRows, minibatches, pass_at_k, step_rows, step_tasks
+from trainers.alignment import StepRows, minibatches, step_rows, step_tasks
 from trainers.grpo import group_filter
 from trainers.ppo import adaptive_kl_coef, token_rewards
 from trainers.report import acceptance_checks, write_report
@@ -44,17 +44,6 @@ def test_minibatches_cover_each_row_once_per_epoch_and_skip_filler():
     assert all(mask[c].any() for c in chunks) and len(chunks) <= 8
     assert [c.tolist() for c in chunks] == [c.tolist() for c in minibatches(rows, PolicyUpdateConfig(
         ppo_epochs=2, minibatch_size=2), seed=0, step=3)]
-
-
-def test_pass_at_k_against_brute_force():
-    # brute force: the share of k-subsets of n samples (c correct) holding at least one correct
-    from itertools import combinations
-    for n, c, k in [(8, 0, 1), (8, 3, 1), (8, 3, 4), (5, 5, 2), (6, 1, 6)]:
-        subsets = list(combinations([1] * c + [0] * (n - c), k))
-        assert pass_at_k(n, c, k) == pytest.approx(sum(any(s) for s in subsets) / len(subsets), abs=1e-12)
-    assert pass_at_k(8, 3, 1) == 3 / 8
-    with pytest.raises(ValueError):
-        pass_at_k(2, 1, 3)
 
 
 def test_keep_rules():

@@ -19,7 +19,7 @@ def test_resolve_builtin_entry_point_and_module_function():
 
 
 @pytest.mark.parametrize("name, words", [
-    ("nope", "not a built-in (math, code, format)"),
+    ("nope", "not a built-in (math, code, format, facts)"),
     ("no.such.module:f", "cannot import module 'no.such.module'"),
     (f"{FIX}:missing", "has no function 'missing'"),
 ])

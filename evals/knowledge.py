@@ -1,0 +1,151 @@
+"""A fictional knowledge base for measuring hallucination: seeded people with attributes that no real text
+states, so every fact the model knows came from our own training data.
+
+Part of the facts are *stated* (written into the pretraining corpus), the rest are *unstated* (only the
+retrieval corpus holds them). Questions about both let the facts suite measure the reference's hallucination
+rate Hall(theta) = E_x E_y [H(y)], H(y) = 1 - V(c(y)) (Part 4, "Hallucination"), closed-book and with the
+retrieved chunks of eq. (11) in the prompt (Hall_RAG).
+
+*Practice* people are never asked about: the corpus shows their facts as statements, as closed-book
+question/answer turns and as open-book turns (the person's document among distractors, then the question),
+which is how a model learns the question format and to read an answer out of its context."""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+from evals.rag import augmented_prompt
+from verifiers.types import Sample
+
+SYLLABLES = ["ka", "lo", "mir", "ven", "tas", "rel", "dor", "qui", "sel", "bra", "nox", "fen", "ula", "zer",
+             "pim", "gol", "hes", "tri", "vak", "mon", "ebb", "yar", "cus", "lin"]
+
+
+@dataclass(frozen=True)
+class Attribute:
+    name: str
+    statement: str     # "{person} ... {value}."
+    question: str      # "... {person} ...?"
+    values: tuple[str, ...]
+
+
+ATTRIBUTES = (
+    Attribute("city", "{person} was born in {value}.", "Where was {person} born?",
+              ("Tarsk", "Velmora", "Quillon", "Brashet", "Oskavel", "Drummin", "Pellagor", "Zanthe", "Hobrick",
+               "Cressil", "Yorvane", "Mistral")),
+    Attribute("job", "{person} works as a {value}.", "What does {person} work as?",
+              ("potter", "baker", "sailor", "weaver", "miner", "glazier", "cooper", "tanner", "mason", "falconer",
+               "brewer", "scribe")),
+    Attribute("instrument", "{person} plays the {value}.", "Which instrument does {person} play?",
+              ("lute", "harp", "drum", "flute", "viol", "horn", "fiddle", "bagpipe", "zither", "oboe")),
+)
+
+
+@dataclass
+class KnowledgeConfig:
+    """The fictional knowledge base; the corpus source `{kind: knowledge, options: {...}}` and the facts
+    suite must be given the same values (a YAML anchor keeps them one)."""
+    people: int = 60
+    """People the facts suite asks about."""
+    practice_people: int = 240
+    """People whose facts teach the question formats (never asked about)."""
+    stated_fraction: float = 0.5
+    """Share of the asked-about facts written into the pretraining corpus; the rest are unstated."""
+    repeats: int = 4
+    """Times each training document appears in the corpus (a small model needs to see a fact more than once)."""
+    context_chunks: int = 4
+    """Documents in an open-book training turn: the person's own and distractors (as top_k retrieval gives)."""
+    seed: int = 0
+    """Seeds names, values, which facts are stated and the distractors."""
+
+
+@dataclass(frozen=True)
+class Fact:
+    person: str
+    attribute: Attribute
+    value: str
+    stated: bool      # written into the pretraining corpus (practice facts are all stated)
+
+
+@dataclass
+class KnowledgeBase:
+    facts: list[Fact]            # asked about: people x attributes
+    practice: list[Fact]         # never asked about
+
+    def document(self, person: str) -> str:
+        """Everything the knowledge base says of one person (the retrieval corpus holds one per person)."""
+        return " ".join(f.attribute.statement.format(person=f.person, value=f.value)
+                        for f in self.facts + self.practice if f.person == person)
+
+    def people(self) -> list[str]:
+        return list(dict.fromkeys(f.person for f in self.facts + self.practice))
+
+
+def check_knowledge(cfg: KnowledgeConfig) -> None:
+    if not 0.0 <= cfg.stated_fraction <= 1.0:
+        raise ValueError(f"knowledge stated_fraction must be in [0, 1], got {cfg.stated_fraction}")
+    if cfg.people < 1 or cfg.context_chunks < 1 or cfg.practice_people < cfg.context_chunks:
+        raise ValueError("knowledge: people and context_chunks must be at least 1, and practice_people at least "
+                         f"context_chunks ({cfg.context_chunks}), which open-book turns draw distractors from")
+    if cfg.repeats < 1:
+        raise ValueError(f"knowledge repeats must be at least 1, got {cfg.repeats}")
+
+
+def make_knowledge_base(cfg: KnowledgeConfig) -> KnowledgeBase:
+    check_knowledge(cfg)
+    rng = random.Random(cfg.seed)
+    names: list[str] = []
+    while len(names) < cfg.people + cfg.practice_people:
+        name = " ".join("".join(rng.sample(SYLLABLES, rng.randint(2, 3))).capitalize() for _ in range(2))
+        if name not in names:
+            names.append(name)
+    asked = [Fact(p, a, rng.choice(a.values), rng.random() < cfg.stated_fraction)
+             for p in names[:cfg.people] for a in ATTRIBUTES]
+    practice = [Fact(p, a, rng.choice(a.values), True) for p in names[cfg.people:] for a in ATTRIBUTES]
+    return KnowledgeBase(asked, practice)
+
+
+def answer_sentence(fact: Fact) -> str:
+    return fact.attribute.statement.format(person=fact.person, value=fact.value)
+
+
+def training_documents(cfg: KnowledgeConfig) -> list[str]:
+    """Pretraining text (chat-formatted turns as trainers.corpus writes them): statements of every stated
+    fact, and for practice people closed-book and open-book question/answer turns."""
+    from trainers.corpus import format_prompt  # the chat markers live with the tokenizer
+    from trainers.tokenizer import EOS
+    kb = make_knowledge_base(cfg)
+    rng = random.Random(cfg.seed + 1)
+    people = kb.people()
+    docs = [" ".join(answer_sentence(f) for f in kb.facts if f.person == p and f.stated) for p in people[:cfg.people]]
+    docs = [d for d in docs if d]
+    practice_people = people[cfg.people:]
+    for fact in kb.practice:
+        question = fact.attribute.question.format(person=fact.person)
+        docs.append(kb.document(fact.person))
+        docs.append(format_prompt(question) + answer_sentence(fact) + EOS)
+        # distractors are practice people too: an asked-about person's document would leak unstated facts
+        distractors = rng.sample([p for p in practice_people if p != fact.person], cfg.context_chunks - 1)
+        chunks = [kb.document(p) for p in distractors]
+        chunks.insert(rng.randrange(cfg.context_chunks), kb.document(fact.person))
+        docs.append(format_prompt(augmented_prompt(question, chunks)) + answer_sentence(fact) + EOS)
+    docs = docs * cfg.repeats
+    rng.shuffle(docs)
+    return docs
+
+
+def fact_samples(kb: KnowledgeBase) -> list[Sample]:
+    """The facts suite: one closed-book question per asked-about fact. The verifier finds claims among the
+    attribute's values (meta 'claims') and checks them against the answer; meta 'stated' splits the report."""
+    return [Sample(prompt=f.attribute.question.format(person=f.person), answer=f.value, id=f"{f.person}/{f.attribute.name}",
+                   meta={"claims": "|".join(f.attribute.values), "stated": "yes" if f.stated else "no"})
+            for f in kb.facts]
+
+
+def write_corpus(kb: KnowledgeBase, folder: Path) -> Path:
+    """The retrieval corpus: one text file per person (stated and unstated facts alike)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, person in enumerate(kb.people()):
+        (folder / f"{i:04d}.txt").write_text(kb.document(person) + "\n", encoding="utf-8")
+    return folder
