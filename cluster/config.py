@@ -216,6 +216,18 @@ def validate(job: JobConfig) -> None:
         need(rmodel.http is None or rmodel.http.url.startswith(("http://", "https://")),
              "rewards.reward_model.http.url: must start with http:// or https://")
     validate_alignment(job, need)
+    if ro.lora_rank:
+        need(ro.lora_rank in (1, 8, 16, 32, 64, 128, 256, 320, 512),
+             f"rollout.lora_rank={ro.lora_rank}: vLLM serves ranks 1, 8, 16, 32, 64, 128, 256, 320, 512")
+        need(ro.engine == EngineKind.vllm, "rollout.lora_rank: needs rollout.engine=vllm")
+        need(job.learner.lora is not None and job.learner.lora.rank <= ro.lora_rank,
+             "rollout.lora_rank: an adapter-only sync needs learner.lora with rank <= rollout.lora_rank")
+    if job.learner.lora is not None:
+        need(job.learner.zero_stage <= 2, "learner.lora: needs learner.zero_stage 0, 1 or 2 (adapters are merged "
+                                          "from whole weights; ZeRO-3 shards them)")
+        with_heads = [s.value for s in job.stages if s in (Stage.reward_model, Stage.ppo)]
+        need(not with_heads, f"learner.lora: not for stages with a scalar head ({', '.join(with_heads)}): the "
+                             "reward model's and the critic's heads would stay frozen")
     for i, s in enumerate(job.corpus.sources):
         need(s.kind.value in ("shakespeare", "knowledge") or bool(s.name), f"corpus.sources.{i}.name: required for kind {s.kind.value}")
         if s.kind.value == "knowledge":

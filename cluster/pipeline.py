@@ -112,11 +112,24 @@ def pretrain_stage(job: JobConfig, paths: RunPaths) -> None:
     if not (paths.data / "meta.json").is_file():
         raise RunDirError(f"pretrain needs the tokenizer stage's output in {paths.data}; add 'tokenizer' to stages")
     model_dir = initial_model(job, paths)
+    if job.pretrain.retained:
+        check_retained(Path(job.pretrain.retained), paths.data)
     learners = start_learners(job.learner, str(model_dir), job.pretrain.steps)
     try:
         run_pretrain(learners, job.pretrain, job.learner, paths.data, paths.tokenizer, out, job.seed, job.resume)
     finally:
         learners.shutdown()
+
+
+def check_retained(retained: Path, data: Path) -> None:
+    """pretrain.retained must be a data folder made with this run's tokenizer (the same bytes per token)."""
+    import numpy as np
+    from trainers.shards import read_token_bytes
+    if not (retained / "meta.json").is_file():
+        raise RunDirError(f"pretrain.retained: {retained} is not a data folder (no meta.json); give another run's data/")
+    if not np.array_equal(read_token_bytes(retained), read_token_bytes(data)):
+        raise RunDirError(f"pretrain.retained: {retained} was tokenised with another tokenizer than this run's "
+                          "(set tokenizer.path to that run's tokenizer)")
 
 
 def reward_model_stage(job: JobConfig, paths: RunPaths) -> None:

@@ -40,6 +40,7 @@ class RolloutPool:
         self.asleep = False
         self.learners = None
         self.buckets: list[list[TensorSpec]] = []
+        self.sync_bytes = 0
         bundle = Bundle(cfg.cpus_per_worker, cfg.gpus_per_worker)
         self.owns_placement = shared is None
         self.placement = place_role("rollout", [bundle] * cfg.num_workers, cfg.timeout_s) if shared is None else shared
@@ -78,14 +79,23 @@ class RolloutPool:
         joining.result("join the weight-sync group")
 
     def sync_weights(self, version: int) -> None:
-        """Push the learners' current weights to every worker and stamp them `version`."""
+        """Push the learners' current weights to every worker and stamp them `version`: every weight in
+        buckets, or (rollout.lora_rank > 0) the LoRA adapter alone. sync_bytes says what one worker got."""
         if self.learners is None:
             raise RuntimeError("sync_weights before connect_learners")
         if self.asleep:
             self._wait([w.wake_up.remote(["weights"]) for w in self.workers], "wake up (weights)")
-        pushing = self.learners.start_every_rank(lambda a: a.push_weights.remote(self.buckets))
-        self._wait([w.receive_weights.remote(self.buckets, version) for w in self.workers], "receive weights")
-        pushing.result("push weights")
+        if self.cfg.lora_rank:
+            # the frozen base is the same on both sides; rank 0 holds the whole adapter (ZeRO 0-2)
+            tensors, config = self.learners.rank0(lambda a: a.adapter_payload.remote(), "read the adapter")
+            shared = ray.put(tensors)
+            self._wait([w.load_adapter.remote(shared, config, version) for w in self.workers], "load the adapter")
+            self.sync_bytes = sum(t.numel() * t.element_size() for t in tensors.values())
+        else:
+            pushing = self.learners.start_every_rank(lambda a: a.push_weights.remote(self.buckets))
+            self._wait([w.receive_weights.remote(self.buckets, version) for w in self.workers], "receive weights")
+            pushing.result("push weights")
+            self.sync_bytes = sum(spec.nbytes for bucket in self.buckets for spec in bucket)
         self.version = version
         self._wake()
 

@@ -129,6 +129,8 @@ def run_suites(pool, verifiers, tokenizer, cfg: EvalConfig, work_dir: Path,
                     for i, item in enumerate(items):
                         log.write(json.dumps({"suite": suite.value, "mode": mode.value, "rag": rag, "temperature": temperature,
                                               "id": item.sample.id, "prompt": item.turns[-1]["content"],
+                                              "answer": item.sample.answer,
+                                              "asserted": item.asserted.answer if item.asserted else None,
                                               "responses": texts[i * n:(i + 1) * n], "chunks": list(item.provenance)}) + "\n")
                 bar.update(1)
     finally:

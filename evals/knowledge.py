@@ -11,6 +11,7 @@ question/answer turns and as open-book turns (the person's document among distra
 which is how a model learns the question format and to read an answer out of its context."""
 from __future__ import annotations
 
+import functools
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,12 +49,13 @@ class KnowledgeConfig:
     suite must be given the same values (a YAML anchor keeps them one)."""
     people: int = 60
     """People the facts suite asks about."""
-    practice_people: int = 240
+    practice_people: int = 1500
     """People whose facts teach the question formats (never asked about)."""
     stated_fraction: float = 0.5
     """Share of the asked-about facts written into the pretraining corpus; the rest are unstated."""
-    repeats: int = 4
-    """Times each training document appears in the corpus (a small model needs to see a fact more than once)."""
+    repeats: int = 8
+    """Times each stated fact's statement appears in the corpus (a small model needs to see a fact more than
+    once); practice turns appear once each, so that answering is learned as reading, not as recall."""
     context_chunks: int = 4
     """Documents in an open-book training turn: the person's own and distractors (as top_k retrieval gives)."""
     seed: int = 0
@@ -73,13 +75,19 @@ class KnowledgeBase:
     facts: list[Fact]            # asked about: people x attributes
     practice: list[Fact]         # never asked about
 
+    @functools.cached_property
+    def documents(self) -> dict[str, str]:
+        """person -> everything the knowledge base says of them (the retrieval corpus holds one per person)."""
+        out: dict[str, list[str]] = {}
+        for f in self.facts + self.practice:
+            out.setdefault(f.person, []).append(answer_sentence(f))
+        return {person: " ".join(sentences) for person, sentences in out.items()}
+
     def document(self, person: str) -> str:
-        """Everything the knowledge base says of one person (the retrieval corpus holds one per person)."""
-        return " ".join(f.attribute.statement.format(person=f.person, value=f.value)
-                        for f in self.facts + self.practice if f.person == person)
+        return self.documents[person]
 
     def people(self) -> list[str]:
-        return list(dict.fromkeys(f.person for f in self.facts + self.practice))
+        return list(self.documents)
 
 
 def check_knowledge(cfg: KnowledgeConfig) -> None:
@@ -119,7 +127,7 @@ def training_documents(cfg: KnowledgeConfig) -> list[str]:
     rng = random.Random(cfg.seed + 1)
     people = kb.people()
     docs = [" ".join(answer_sentence(f) for f in kb.facts if f.person == p and f.stated) for p in people[:cfg.people]]
-    docs = [d for d in docs if d]
+    docs = [d for d in docs if d] * cfg.repeats
     practice_people = people[cfg.people:]
     for fact in kb.practice:
         question = fact.attribute.question.format(person=fact.person)
@@ -130,7 +138,6 @@ def training_documents(cfg: KnowledgeConfig) -> list[str]:
         chunks = [kb.document(p) for p in distractors]
         chunks.insert(rng.randrange(cfg.context_chunks), kb.document(fact.person))
         docs.append(format_prompt(augmented_prompt(question, chunks)) + answer_sentence(fact) + EOS)
-    docs = docs * cfg.repeats
     rng.shuffle(docs)
     return docs
 

@@ -51,3 +51,6 @@ class RolloutConfig:
     """Engine seed (vLLM is seeded per engine, not per request, on CPU)."""
     stop: list[str] = field(default_factory=list)
     """Default stop strings for the stages that generate."""
+    lora_rank: int = 0
+    """vLLM only: serve a LoRA adapter of at most this rank (1, 8, 16, 32, 64, ...) on the unchanged base
+    model; with learner.lora, a weight sync then moves the adapter alone. 0: off (a sync moves merged weights)."""

@@ -25,6 +25,10 @@ class TensorSpec:
             n *= d
         return n
 
+    @property
+    def nbytes(self) -> int:
+        return self.numel * torch.empty(0, dtype=getattr(torch, self.dtype)).element_size()
+
 
 def plan_buckets(specs: list[TensorSpec], bucket_bytes: int) -> list[list[TensorSpec]]:
     """Consecutive tensors of one dtype packed into buckets of at most bucket_bytes (a larger tensor
@@ -32,7 +36,7 @@ def plan_buckets(specs: list[TensorSpec], bucket_bytes: int) -> list[list[Tensor
     buckets: list[list[TensorSpec]] = []
     size = 0
     for spec in specs:
-        nbytes = spec.numel * torch.empty(0, dtype=getattr(torch, spec.dtype)).element_size()
+        nbytes = spec.nbytes
         if not buckets or size + nbytes > bucket_bytes or buckets[-1][0].dtype != spec.dtype:
             buckets.append([])
             size = 0

@@ -3,7 +3,11 @@ Ray actor. Calls run one at a time, so no generation ever sees half-loaded weigh
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+import shutil
+import tempfile
+from pathlib import Path
 
 from rollout.config import EngineKind, RolloutConfig
 from rollout.types import FinishReason, Rollout, Sampling
@@ -18,7 +22,10 @@ class VllmEngine:
                        kv_cache_memory_bytes=int(cfg.kv_cache_gib * 2**30),
                        tensor_parallel_size=cfg.tensor_parallel_size, max_model_len=cfg.max_model_len,
                        enable_sleep_mode=cfg.colocate,
-                       worker_extension_cls="rollout.weight_receiver.WeightReceiver")
+                       worker_extension_cls="rollout.weight_receiver.WeightReceiver",
+                       **({"enable_lora": True, "max_lora_rank": cfg.lora_rank, "max_loras": 1} if cfg.lora_rank else {}))
+        self.adapter = None          # the LoRARequest every generate call applies, once an adapter is loaded
+        self.adapter_dir = Path(tempfile.mkdtemp(prefix="tether_adapter_"))
 
     def generate(self, prompts: list[list[int]], s: Sampling) -> list[list[tuple[list[int], list[float], FinishReason]]]:
         from vllm import SamplingParams
@@ -30,8 +37,26 @@ class VllmEngine:
         params = SamplingParams(n=s.n, temperature=max(s.temperature, 0.0), top_k=s.top_k, top_p=s.top_p,
                                 max_tokens=s.max_new_tokens, min_tokens=s.min_new_tokens, stop=s.stop or None,
                                 logprobs=0)
-        outs = self.llm.generate([{"prompt_token_ids": p} for p in prompts], params, use_tqdm=False)
+        outs = self.llm.generate([{"prompt_token_ids": p} for p in prompts], params, use_tqdm=False,
+                                 lora_request=self.adapter)
         return [[_completion(c) for c in out.outputs] for out in outs]
+
+    def load_adapter(self, tensors: dict, config: dict, version: int) -> None:
+        """Serve a new LoRA adapter (peft's tensor names and adapter_config fields) on the unchanged base
+        weights: written to this worker's folder as peft saves it, loaded under a new id, the old one dropped."""
+        from safetensors.torch import save_file
+        from vllm.lora.request import LoRARequest
+        folder = self.adapter_dir / f"v{version}"
+        folder.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(folder / "adapter_model.safetensors"))
+        (folder / "adapter_config.json").write_text(json.dumps(config))
+        request = LoRARequest(f"policy-v{version}", version + 1, str(folder))
+        self.llm.llm_engine.add_lora(request)
+        if self.adapter is not None:
+            self.llm.llm_engine.remove_lora(self.adapter.lora_int_id)
+            shutil.rmtree(self.adapter.lora_path, ignore_errors=True)
+        self.adapter = request
+        self.llm.reset_prefix_cache()
 
     def vocab_size(self) -> int:
         return self.llm.llm_engine.model_config.get_vocab_size()
@@ -103,6 +128,14 @@ class RolloutWorker:
 
     def receive_weights(self, buckets: list[list[TensorSpec]], version: int) -> int:
         self.engine.receive_weights(buckets)
+        self.version = version
+        return version
+
+    def load_adapter(self, tensors: dict, config: dict, version: int) -> int:
+        """An adapter-only sync (rollout.lora_rank > 0)."""
+        if not isinstance(self.engine, VllmEngine):
+            raise ValueError("adapter-only weight sync needs the vllm engine (rollout.engine=vllm)")
+        self.engine.load_adapter(tensors, config, version)
         self.version = version
         return version
 

@@ -97,6 +97,25 @@ class Optimizer(Enum):
 
 
 @dataclass
+class LoraConfig:
+    rank: int = 16
+    """r: the adapter's inner dimension."""
+    alpha: float = 32.0
+    """The update is (alpha / r) B A."""
+    targets: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
+    """Linear layers (by name) that get an adapter; everything else is frozen."""
+    omega: float = 0.0
+    """lambda of eq. (12): weight of the L2 distance of the adapter to its value when the stage started."""
+
+    def __post_init__(self):
+        if self.rank < 1 or self.alpha <= 0 or self.omega < 0:
+            raise ValueError(f"lora: rank >= 1, alpha > 0 and omega >= 0 required, got rank={self.rank}, "
+                             f"alpha={self.alpha}, omega={self.omega}")
+        if not self.targets:
+            raise ValueError("lora.targets is empty")
+
+
+@dataclass
 class LearnerConfig:
     num_ranks: int = 1
     """Data-parallel learner ranks, one Ray actor each."""
@@ -130,6 +149,9 @@ class LearnerConfig:
     """torch intra-op threads per rank (OMP_NUM_THREADS)."""
     timeout_s: float = 600.0
     """Upper bound on any one call to the learner group, and on process-group set-up."""
+    lora: Optional[LoraConfig] = None
+    """Train LoRA adapters on a frozen backbone instead of every weight (ZeRO 0-2). Checkpoints hold the
+    merged model (what the next stage and the rollout workers load) and the adapter beside it."""
 
 
 @dataclass
@@ -146,6 +168,9 @@ class PretrainConfig:
     """Write a checkpoint every this many steps (and at the end)."""
     stop_after_steps: Optional[int] = None
     """Stop this invocation, with a checkpoint, after this many steps (for time-sliced clusters); `resume=true` continues."""
+    retained: Optional[str] = None
+    """Another run's data folder, tokenised with the same tokenizer: its held-out split is evaluated beside this
+    run's as retained/loss, the forgetting that continual learning (eq. 12) keeps small."""
 
 
 class PairSourceKind(Enum):

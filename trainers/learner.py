@@ -5,6 +5,7 @@ tested without Ray. Every rank holds a shard (ZeRO 1-3) or a replica (ZeRO 0) of
 calls marked "collective" must be made on every rank at once."""
 from __future__ import annotations
 
+import json
 import os
 import socket
 import time
@@ -17,6 +18,8 @@ import torch
 from rollout.weight_sync import BucketSender, TensorSpec, open_group
 from trainers.batches import EvalSums, PairBatch, PairStepResult, StepResult, TokenBatch
 from trainers.config import LearnerConfig, Optimizer, Precision
+from trainers.lora import (adapter_anchor, adapter_scale, adapter_state_dict, add_adapters, merged_state_dict,
+                           omega_l2)
 from trainers.losses import bradley_terry_loss, token_logprobs, token_nll
 from trainers.model import ModelHead, load_model
 from trainers.schedule import warmup_cosine
@@ -58,6 +61,9 @@ class Learner:
                                              world_size=self.world_size, timeout=timeout)
         deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False, timeout=timeout)
         model = load_model(model_dir, head).to(self.device)
+        if cfg_lora := self.cfg.lora:
+            model = add_adapters(model, cfg_lora)
+            self.anchor = adapter_anchor(model)          # theta_trainable^(k) of eq. (12)
         optimizer = self._optimizer(model)
         cfg = self.cfg
 
@@ -70,10 +76,11 @@ class Learner:
         return sum(p.numel() for p in model.parameters())
 
     def _optimizer(self, model) -> torch.optim.Optimizer:
+        trainable = [p for p in model.parameters() if p.requires_grad]    # LoRA: the adapters only
         if self.cfg.optimizer == Optimizer.sgd:
-            return torch.optim.SGD(model.parameters(), lr=self.cfg.lr)
-        decay = [p for p in model.parameters() if p.dim() >= 2]
-        no_decay = [p for p in model.parameters() if p.dim() < 2]
+            return torch.optim.SGD(trainable, lr=self.cfg.lr)
+        decay = [p for p in trainable if p.dim() >= 2]
+        no_decay = [p for p in trainable if p.dim() < 2]
         return torch.optim.AdamW([{"params": decay, "weight_decay": self.cfg.weight_decay},
                                   {"params": no_decay, "weight_decay": 0.0}],
                                  lr=self.cfg.lr, betas=tuple(self.cfg.betas))
@@ -110,13 +117,20 @@ class Learner:
             rows = slice(i * micro, (i + 1) * micro)
             start = time.perf_counter()
             nll_sum, targets = self._forward_nll(tokens[rows], mask[rows] if mask is not None else None)
-            self.engine.backward(nll_sum * scale)
+            self.engine.backward(nll_sum * scale + self._omega())
             middle = time.perf_counter()
             grad_norm = self._optimizer_step(last=i == self.cfg.grad_accum - 1)
             compute_s, step_s = compute_s + middle - start, step_s + time.perf_counter() - middle
             nll_total += nll_sum.item()
             targets_total += int(targets.item())
         return StepResult(nll_total, targets_total, grad_norm, lr, compute_s, step_s)
+
+    def _omega(self) -> torch.Tensor | float:
+        """lambda Omega of eq. (12), added to every micro-batch's loss: DeepSpeed divides each by grad_accum and
+        averages over ranks, so the step's gradient holds it exactly once."""
+        if self.cfg.lora is None or self.cfg.lora.omega == 0:
+            return 0.0
+        return self.cfg.lora.omega * omega_l2(self.engine.module, self.anchor)
 
     def _micro_batch(self, rows: int, what: str) -> int:
         """micro_batch, after checking that this rank got micro_batch x grad_accum rows."""
@@ -198,7 +212,24 @@ class Learner:
         """Names, full shapes and dtypes of the weights a sync sends. Tied weights go under both names:
         vLLM's CPU backend keeps its own repacked copy of lm_head even when it is tied to the embedding."""
         return [TensorSpec(name, list(getattr(p, "ds_shape", p.shape)), str(p.dtype).removeprefix("torch."))
-                for name, p in self.engine.module.named_parameters(remove_duplicate=False)]
+                for name, p in self._sync_tensors().items()]
+
+    def _sync_tensors(self) -> dict[str, torch.Tensor]:
+        """HF name -> the tensor a full sync sends (with LoRA: the merged weight W + (alpha/r) B A)."""
+        params = dict(self.engine.module.named_parameters(remove_duplicate=False))
+        if self.cfg.lora is None:
+            return params
+        return merged_state_dict({k: p.data for k, p in params.items()}, adapter_scale(self.cfg.lora))
+
+    def adapter_payload(self) -> tuple[dict[str, torch.Tensor], dict]:
+        """The adapter alone, as an adapter-only sync moves it: its tensors under peft's file names, and the
+        adapter_config fields a LoRA-serving engine reads (ZeRO 0-2: every rank holds the whole adapter)."""
+        if self.cfg.lora is None:
+            raise ValueError("an adapter-only sync needs learner.lora (rollout.lora_rank > 0)")
+        tensors = adapter_state_dict({k: p.detach().to("cpu", copy=True)
+                                      for k, p in self.engine.module.named_parameters() if p.requires_grad})
+        config = json.loads(json.dumps(self.engine.module.peft_config["default"].to_dict(), default=sorted))
+        return tensors, config
 
     def join_weight_sync(self, host: str, port: int, world_size: int) -> None:
         """Rank 0 joins (as rank 0) the process group it shares with the rollout workers."""
@@ -208,7 +239,7 @@ class Learner:
     def push_weights(self, buckets: list[list[TensorSpec]]) -> None:
         """Collective: under ZeRO-3 every rank gathers each bucket's shards; rank 0 broadcasts it."""
         import deepspeed
-        params = dict(self.engine.module.named_parameters(remove_duplicate=False))
+        params = self._sync_tensors()
         sender = BucketSender(self.sync_group) if self.rank == 0 else None
         for bucket in buckets:
             tensors = [params[spec.name] for spec in bucket]
@@ -236,8 +267,16 @@ class Learner:
         torch.save({"torch": torch.get_rng_state(), "numpy": np.random.get_state()},
                    Path(checkpoint_dir, f"rng_rank{self.rank}.pt"))
         state = self.full_state_dict()
-        if self.rank == 0:
+        if self.rank != 0:
+            return
+        if self.cfg.lora is None:
             self.engine.module.save_pretrained(hf_dir, state_dict=state, safe_serialization=True)
+            return
+        # the merged model is what later stages and the rollout workers load; the adapter is kept beside it
+        base = self.engine.module.get_base_model()
+        base.save_pretrained(hf_dir, state_dict=merged_state_dict(state, adapter_scale(self.cfg.lora)),
+                             safe_serialization=True)
+        self.engine.module.save_pretrained(str(Path(checkpoint_dir, "adapter")), safe_serialization=True)
 
     def load(self, checkpoint_dir: str) -> None:
         """Collective: restore what save() wrote (weights, optimizer, LR step, RNG)."""

@@ -58,13 +58,22 @@ def run_pretrain(learners, cfg: PretrainConfig, learner_cfg: LearnerConfig, data
     val = PackedWindows(data_dir, "val", cfg.seq_len)
     token_bytes = read_token_bytes(data_dir)
     tokenizer = load_tokenizer(tokenizer_dir)
+    retained = PackedWindows(Path(cfg.retained), "val", cfg.seq_len) if cfg.retained else None
+
+    def held_out() -> dict[str, float]:
+        held = evaluate(learners, val, token_bytes, ranks, micro, cfg.eval_batches)
+        out = {"val/loss": held.loss, "val/bits_per_byte": held.bits_per_byte}
+        if retained is not None:
+            old = evaluate(learners, retained, read_token_bytes(Path(cfg.retained)), ranks, micro, cfg.eval_batches)
+            out.update({"retained/loss": old.loss, "retained/bits_per_byte": old.bits_per_byte})
+        return out
+
     checkpoints = Checkpoints(stage_dir / "checkpoints")
     log = MetricsLog(stage_dir)
     state = resume_stage(learners, checkpoints, log, "pretrain", resume)
     if state is None:
         state = DriverState(step=0, tokens_seen=0, policy_version=0)
-        held = evaluate(learners, val, token_bytes, ranks, micro, cfg.eval_batches)
-        log.write(0, {"val/loss": held.loss, "val/bits_per_byte": held.bits_per_byte})
+        log.write(0, held_out())
 
     rows = ranks * micro * accum
     stop_at = cfg.steps if cfg.stop_after_steps is None else min(cfg.steps, state.step + cfg.stop_after_steps)
@@ -85,8 +94,7 @@ def run_pretrain(learners, cfg: PretrainConfig, learner_cfg: LearnerConfig, data
         last = state.step == stop_at
         if state.step % cfg.eval_every == 0 or state.step == cfg.steps:
             with timer("evaluate"):
-                held = evaluate(learners, val, token_bytes, ranks, micro, cfg.eval_batches)
-            record.update({"val/loss": held.loss, "val/bits_per_byte": held.bits_per_byte})
+                record.update(held_out())
         if state.step % cfg.checkpoint_every == 0 or last:
             with timer("checkpoint"):
                 save_checkpoint(learners, checkpoints, state, tokenizer)
@@ -95,7 +103,8 @@ def run_pretrain(learners, cfg: PretrainConfig, learner_cfg: LearnerConfig, data
         bar.set_postfix(loss=f"{loss:.3f}", **({"bpb": f"{record['val/bits_per_byte']:.3f}"} if "val/loss" in record else {}))
     bar.close()
     log.close()
-    plot_curves(read_metrics(log.path), ["train/loss", "val/loss", "val/bits_per_byte", "train/lr"],
+    plot_curves(read_metrics(log.path), ["train/loss", "val/loss", "val/bits_per_byte", "train/lr"]
+                + (["retained/loss"] if retained is not None else []),
                 stage_dir / "loss.png", "pretrain")
     if state.step < cfg.steps:
         return None

@@ -1,0 +1,97 @@
+"""Continual learning, eq. (12): full fine-tuning against LoRA + Omega on a new corpus, in one run.
+
+Both start from the demo's pretrained model (runs/tiny, from `make demo`) and train on the fictional knowledge
+base (configs/continual.yaml); pretrain.retained logs the held-out loss on the old corpus as they go.
+Forgetting is compared at the same new-corpus loss: the loss both reach (the higher of the two final ones),
+where each method's old-corpus loss is read off its curve by linear interpolation between evaluations.
+
+    python bench/continual_learning.py            # writes docs/benchmarks.md (continual) and docs/continual_learning.png
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.report import write_section  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def curve(run: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(steps, new-corpus held-out loss, old-corpus held-out loss) at each evaluation."""
+    rows = [json.loads(line) for line in (run / "pretrain" / "metrics.jsonl").read_text().splitlines()]
+    rows = [r for r in rows if "retained/loss" in r]
+    return (np.array([r["step"] for r in rows]), np.array([r["val/loss"] for r in rows]),
+            np.array([r["retained/loss"] for r in rows]))
+
+
+def retained_at(new: np.ndarray, old: np.ndarray, target: float) -> tuple[float, float]:
+    """Old-corpus loss where the new-corpus loss first reaches target (interpolated), and the step fraction."""
+    for i in range(1, len(new)):
+        if new[i] <= target:
+            t = 1.0 if new[i - 1] == new[i] else (new[i - 1] - target) / (new[i - 1] - new[i])
+            return float(old[i - 1] + t * (old[i] - old[i - 1])), i - 1 + t
+    raise ValueError(f"the new-corpus loss never reached {target:.3f}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--full-lr", type=float, default=3e-4)
+    parser.add_argument("--lora-lr", type=float, default=3e-3)
+    parser.add_argument("--rank", type=int, default=16)
+    parser.add_argument("--omega", type=float, default=1.0, help="lambda of eq. (12)")
+    parser.add_argument("--runs-dir", default="runs/bench_continual")
+    args = parser.parse_args()
+    if not (ROOT / "runs/tiny/pretrain/model/config.json").is_file():
+        raise SystemExit("needs the demo's pretrained model in runs/tiny/pretrain/model: run `make demo` first")
+    lora = f"learner.lora={{rank: {args.rank}, alpha: {2 * args.rank}, targets: [q_proj, v_proj], omega: {args.omega}}}"
+    variants = {"full fine-tuning": [f"learner.lr={args.full_lr}"],
+                f"LoRA r={args.rank} + Omega (lambda {args.omega:g})": [f"learner.lr={args.lora_lr}", lora]}
+    curves = {}
+    for i, (label, overrides) in enumerate(variants.items()):
+        name = f"v{i}"
+        subprocess.run([sys.executable, "-m", "cluster.cli", "run", "configs/continual.yaml", f"name={name}",
+                        f"runs_dir={args.runs_dir}", f"pretrain.steps={args.steps}", *overrides], cwd=ROOT, check=True)
+        curves[label] = curve(ROOT / args.runs_dir / name)
+    target = max(float(new[-1]) for _, new, _ in curves.values())
+    lines = [f"Old corpus: the demo's (Shakespeare and arithmetic); new corpus: the fictional knowledge base; "
+             f"{args.steps} steps each, 2 ranks x 8 x 256 tokens; budget: new-corpus held-out loss {target:.3f}.", "",
+             "| method | trainable | new-corpus loss, start -> end | old-corpus loss at start | at the budget | rise |",
+             "|---|---|---|---|---|---|"]
+    for label, (steps, new, old) in curves.items():
+        at, _ = retained_at(new, old, target)
+        trainable = "all weights" if label.startswith("full") else "adapters on q_proj, v_proj"
+        lines.append(f"| {label} | {trainable} | {new[0]:.3f} -> {new[-1]:.3f} | {old[0]:.3f} | {at:.3f} | {at - old[0]:+.3f} |")
+    plot(curves, target, ROOT / "docs" / "continual_learning.png")
+    lines += ["", "![old-corpus loss against new-corpus loss](continual_learning.png)"]
+    write_section("continual", "## Continual learning (bench/continual_learning.py)\n\n" + "\n".join(lines))
+    print("\n".join(lines))
+    return 0
+
+
+def plot(curves, target: float, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, (_, new, old) in curves.items():
+        ax.plot(new, old, marker="o", markersize=3, label=label)
+    ax.axvline(target, color="grey", linestyle=":", label="same new-corpus loss")
+    ax.set(xlabel="new-corpus held-out loss (training goes right to left)", ylabel="old-corpus held-out loss",
+           title="Forgetting while learning a new corpus")
+    ax.invert_xaxis()
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
