@@ -12,6 +12,7 @@ from typing import Iterator, Optional
 from cluster.config import STAGE_ORDER, JobConfig, Stage
 from cluster.pipeline import RunDirError, RunPaths, policy_model
 from trainers.align_config import PolicyUpdateConfig
+from evals.harness import StageEvals
 from trainers.alignment import Roles
 from trainers.config import LearnerConfig
 
@@ -61,6 +62,8 @@ def alignment_roles(job: JobConfig, paths: RunPaths, stage: Stage, base: Path, l
                             job.rollout.timeout_s)
         started.append(rewarder)
         roles = Roles(policy, pool, rewarder)
+        if job.eval.in_stages:
+            roles.suites = StageEvals(job.eval, load_tokenizer(base), paths.stage(stage) / "evals")
         if reference:
             roles.reference = ReferenceActor(str(base), job.reference, job.learner.precision == Precision.bf16,
                                              job.learner.timeout_s)

@@ -216,6 +216,12 @@ def validate(job: JobConfig) -> None:
         need(rmodel.http is None or rmodel.http.url.startswith(("http://", "https://")),
              "rewards.reward_model.http.url: must start with http:// or https://")
     validate_alignment(job, need)
+    if job.eval.in_stages:
+        labels = [v.label for v in job.rewards.verifiers]
+        for suite in job.eval.suites:
+            wanted = "facts" if suite.value == "facts" else "math"
+            need(wanted in labels, f"eval.in_stages: the {suite.value} suite needs the '{wanted}' verifier in "
+                                   f"rewards.verifiers (weight 0 keeps it out of the reward)")
     if ro.lora_rank:
         need(ro.lora_rank in (1, 8, 16, 32, 64, 128, 256, 320, 512),
              f"rollout.lora_rank={ro.lora_rank}: vLLM serves ranks 1, 8, 16, 32, 64, 128, 256, 320, 512")
@@ -244,6 +250,8 @@ def validate_alignment(job: JobConfig, need) -> None:
     need(t.eval_samples >= 1 and 1 <= t.eval_k <= t.eval_samples, "tasks.eval_k: must be in [1, tasks.eval_samples]")
     need(t.max_new_tokens >= 1 and t.max_prompt_tokens >= 2, "tasks.max_new_tokens >= 1 and tasks.max_prompt_tokens >= 2")
     need(0 <= t.min_new_tokens <= t.max_new_tokens, "tasks.min_new_tokens: must be in [0, tasks.max_new_tokens]")
+    for key, source in (("train", t.train), ("held_out", t.held_out)):
+        need(0.0 <= source.assert_wrong <= 1.0, f"tasks.{key}.assert_wrong: must be in [0, 1]")
     for key, src in (("train", t.train), ("held_out", t.held_out)):
         need(src.count >= 1 or src.kind != TaskKind.generated, f"tasks.{key}.count: must be >= 1 for generated tasks")
         need(bool(src.name), f"tasks.{key}.name: required")

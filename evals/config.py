@@ -65,6 +65,9 @@ class EvalConfig:
     """Retrieval: the facts suite runs with and without it when enabled (or when rag.corpus is set)."""
     seed: int = 0
     """Seeds generated questions, few-shot draws, wrong assertions and sampling."""
+    in_stages: bool = False
+    """The alignment stages (sft, grpo, rsft, ppo) also run these suites at each of their held-out evaluations
+    (start, every eval_every steps, end), with the verifiers of rewards.verifiers; logged as evals/..."""
 
     def __post_init__(self):
         if not self.suites:

@@ -85,8 +85,12 @@ def verdict_array(verdicts: list[list], index: int, field: str, shape: tuple[int
 
 
 def measure(suite: Suite, items: list[EvalItem], texts: list[str], verifiers, n: int, ks: list[int]) -> dict[str, float]:
-    """texts: n responses per item, item-major."""
-    label = [v.label for v in VERIFIERS].index(items[0].verifier)
+    """texts: n responses per item, item-major; verifiers: a VerifierPool whose specs include the suite's."""
+    labels = [v.label for v in verifiers.specs]
+    if items[0].verifier not in labels:
+        raise ValueError(f"the {suite.value} suite needs the '{items[0].verifier}' verifier; this pool runs "
+                         f"{', '.join(labels)} (add it to rewards.verifiers, with weight 0 to keep it out of the reward)")
+    label = labels.index(items[0].verifier)
     shape = (len(items), n)
     verdicts = verifiers.verify([it.sample for it in items for _ in range(n)], texts)
     if suite == Suite.facts:
@@ -138,6 +142,25 @@ def run_suites(pool, verifiers, tokenizer, cfg: EvalConfig, work_dir: Path,
         if log:
             log.close()
     return rows
+
+
+def setting_name(row: EvalRow) -> str:
+    """e.g. 'facts/rag/T0.7', 'arith/cot_few_shot/greedy'."""
+    parts = [row.suite] + ([row.mode] if row.mode != PromptMode.zero_shot.value else []) + (["rag"] if row.rag else [])
+    return "/".join(parts + ["greedy" if row.temperature == 0 else f"T{row.temperature:g}"])
+
+
+@dataclass
+class StageEvals:
+    """The suites a training stage runs on its own rollout and verifier workers at each held-out evaluation."""
+    cfg: EvalConfig
+    tokenizer: object
+    work_dir: Path
+
+    def measures(self, pool, verifiers) -> dict[str, float]:
+        """{'evals/<setting>/<measure>': value} for every row."""
+        rows = run_suites(pool, verifiers, self.tokenizer, self.cfg, self.work_dir)
+        return {f"evals/{setting_name(r)}/{k}": v for r in rows for k, v in r.measures.items()}
 
 
 def table(rows: list[EvalRow]) -> str:

@@ -6,9 +6,10 @@ retrieval corpus holds them). Questions about both let the facts suite measure t
 rate Hall(theta) = E_x E_y [H(y)], H(y) = 1 - V(c(y)) (Part 4, "Hallucination"), closed-book and with the
 retrieved chunks of eq. (11) in the prompt (Hall_RAG).
 
-*Practice* people are never asked about: the corpus shows their facts as statements, as closed-book
-question/answer turns and as open-book turns (the person's document among distractors, then the question),
-which is how a model learns the question format and to read an answer out of its context."""
+*Practice* people are never asked about. Some are recalled: the corpus states their facts and asks about
+them closed-book, which teaches the question format. The others are read: they appear only in open-book
+turns (their document among distractors, then the question), which is how a model learns to read an answer
+out of its context."""
 from __future__ import annotations
 
 import functools
@@ -56,6 +57,8 @@ class KnowledgeConfig:
     repeats: int = 8
     """Times each stated fact's statement appears in the corpus (a small model needs to see a fact more than
     once); practice turns appear once each, so that answering is learned as reading, not as recall."""
+    reading_fraction: float = 0.67
+    """Share of practice people seen only in open-book turns (the rest: their document and closed-book turns)."""
     context_chunks: int = 4
     """Documents in an open-book training turn: the person's own and distractors (as top_k retrieval gives)."""
     seed: int = 0
@@ -91,6 +94,9 @@ class KnowledgeBase:
 
 
 def check_knowledge(cfg: KnowledgeConfig) -> None:
+    if not 0.0 <= cfg.reading_fraction <= 1.0 or round(cfg.reading_fraction * cfg.practice_people) < cfg.context_chunks:
+        raise ValueError(f"knowledge reading_fraction must be in [0, 1] and leave at least context_chunks "
+                         f"({cfg.context_chunks}) readers, got {cfg.reading_fraction} of {cfg.practice_people}")
     if not 0.0 <= cfg.stated_fraction <= 1.0:
         raise ValueError(f"knowledge stated_fraction must be in [0, 1], got {cfg.stated_fraction}")
     if cfg.people < 1 or cfg.context_chunks < 1 or cfg.practice_people < cfg.context_chunks:
@@ -128,13 +134,16 @@ def training_documents(cfg: KnowledgeConfig) -> list[str]:
     people = kb.people()
     docs = [" ".join(answer_sentence(f) for f in kb.facts if f.person == p and f.stated) for p in people[:cfg.people]]
     docs = [d for d in docs if d] * cfg.repeats
-    practice_people = people[cfg.people:]
+    # Practice people are either recalled (their document and closed-book turns) or read (open-book turns
+    # only): a reader's facts appear nowhere but in the context, so answering them can only be learned as
+    # reading. Distractors are readers too (an asked-about person's document would leak unstated facts).
+    readers = set(people[cfg.people:cfg.people + round(cfg.reading_fraction * cfg.practice_people)])
     for fact in kb.practice:
         question = fact.attribute.question.format(person=fact.person)
-        docs.append(kb.document(fact.person))
-        docs.append(format_prompt(question) + answer_sentence(fact) + EOS)
-        # distractors are practice people too: an asked-about person's document would leak unstated facts
-        distractors = rng.sample([p for p in practice_people if p != fact.person], cfg.context_chunks - 1)
+        if fact.person not in readers:
+            docs += [kb.document(fact.person), format_prompt(question) + answer_sentence(fact) + EOS]
+            continue
+        distractors = rng.sample(sorted(readers - {fact.person}), cfg.context_chunks - 1)
         chunks = [kb.document(p) for p in distractors]
         chunks.insert(rng.randrange(cfg.context_chunks), kb.document(fact.person))
         docs.append(format_prompt(augmented_prompt(question, chunks)) + answer_sentence(fact) + EOS)

@@ -36,6 +36,9 @@ class TaskSource:
     """hf: the dataset's configuration name, when it has several (e.g. `main` for openai/gsm8k)."""
     worked: bool = True
     """generated: SFT targets show the worked steps before `#### answer`; false: the `#### answer` line alone."""
+    assert_wrong: float = 0.0
+    """generated: share of questions (seeded) where the user adds "I think the answer is W." with W wrong; the
+    reference stays the truth. The setting where sycophancy shows (Part 4)."""
 
 
 @dataclass

@@ -11,7 +11,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from evals.harness import pass_at_k
+from evals.harness import StageEvals, pass_at_k
 from rollout.types import FinishReason, Rollout, Sampling
 from trainers.align_config import PolicyUpdateConfig, TasksConfig
 from trainers.batches import TokenBatch
@@ -30,6 +30,7 @@ class Roles:
     rewarder: Any                    # cluster.rewarder.Rewarder: verifiers and/or reward model
     reference: Any = None            # ReferenceActor (when a KL term needs pi_ref)
     critic: Any = None               # ActorGroup[CriticLearner] (ppo)
+    suites: Optional[StageEvals] = None  # eval suites run at each held-out evaluation (eval.in_stages)
 
 
 def step_seed(seed: int, step: int, salt: int) -> int:
@@ -67,6 +68,8 @@ def evaluate(roles: Roles, tasks: list[Task], cfg: TasksConfig, seed: int) -> di
         out[f"eval/pass@{cfg.eval_k}"] = float(np.mean([pass_at_k(cfg.eval_samples, int(c), cfg.eval_k) for c in correct]))
     if scored.model_scores is not None:
         out["eval/reward_model_score"] = float(scored.model_scores.mean())
+    if roles.suites is not None:
+        out.update(roles.suites.measures(roles.pool, roles.rewarder.pool))
     return out
 
 

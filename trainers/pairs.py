@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from trainers.config import Corruption, PairSource, PairSourceKind
-from trainers.corpus import Problem, format_answer, format_prompt, problems
+from trainers.corpus import Problem, format_answer, format_prompt, problems, with_assertion
 from trainers.tokenizer import EOS
 
 PAIR_FIELDS = ("prompt", "chosen", "rejected")
@@ -81,7 +81,7 @@ def generated_pairs(name: str, count: int, seed: int, options: dict | None = Non
     and more problems are drawn (up to MAX_DRAWS_PER_PAIR * count) until every kind has its share."""
     kinds = list(kinds)
     if not kinds or Corruption.none in kinds or len(set(kinds)) != len(kinds):
-        raise ValueError(f"generated_pairs: kinds must be distinct values among final, step (got {kinds})")
+        raise ValueError(f"generated_pairs: kinds must be distinct values among final, step, agree (got {kinds})")
     if count < 0:
         raise ValueError(f"generated_pairs: count must be >= 0 (got {count})")
     if count == 0:
@@ -112,7 +112,16 @@ def _assign(items: list[Problem], kinds: list[Corruption], quotas: dict[Corrupti
             if made[kind] == quotas[kind]:
                 continue
             # a str seed is hashed with sha512, so the draw does not depend on PYTHONHASHSEED
-            rejected = corrupted_answer(chosen, kind, random.Random(f"{seed}/{i}/{kind.value}"))
+            rng = random.Random(f"{seed}/{i}/{kind.value}")
+            if kind == Corruption.agree:
+                wrong = corrupted_answer(chosen, Corruption.final, rng)
+                if wrong is not None:
+                    question = with_assertion(problem.question, final_number(wrong))
+                    pairs.append(PreferencePair(format_prompt(question), wrong, chosen, kind, question=question))
+                    made[kind] += 1
+                    break
+                continue
+            rejected = corrupted_answer(chosen, kind, rng)
             if rejected is not None:
                 pairs.append(PreferencePair(format_prompt(problem.question), chosen, rejected, kind,
                                             question=problem.question))
@@ -143,6 +152,11 @@ def corrupted_answer(answer: str, kind: Corruption, rng: random.Random) -> str |
     later = answer[end:worked_end] if worked_end > end else ""
     carried = _operand_use(old).sub(lambda m: new, later)
     return answer[:start] + new + carried + answer[end + len(later):]
+
+
+def final_number(answer: str) -> str:
+    """The number of the last `#### N` line."""
+    return [m.group(0) for m in _FINAL_ANSWER.finditer(answer)][-1].removeprefix("#### ")
 
 
 def _operand_use(number: str) -> re.Pattern:

@@ -29,8 +29,10 @@ def first_last(records: list[dict], key: str) -> tuple[float, float] | None:
 
 
 def stage_rows(stage: str, records: list[dict]) -> list[str]:
+    """The stage's own measures, then the eval suites it ran (eval.in_stages)."""
     rows = []
-    for key in MEASURES.get(stage, []):
+    suites = sorted({k for r in records for k in r if k.startswith("evals/")})
+    for key in MEASURES.get(stage, []) + suites:
         pair = first_last(records, key)
         if pair is not None:
             start, end = pair
@@ -82,6 +84,13 @@ def acceptance_checks(run_dir: Path, kl_bound: float | None) -> list[str]:
         if kl and kl_bound is not None:
             verdict = "within" if max(kl) <= kl_bound else "OVER"
             checks.append(f"ppo: largest KL per response {max(kl):.3f} nats, {verdict} the bound {kl_bound:g}")
+    for stage, reward in (("grpo", "a verifier reward (RLVR)"), ("ppo", "the reward model (RLHF)")):
+        path = run_dir / stage / "metrics.jsonl"
+        records = read_metrics(path) if path.is_file() else []
+        pair = first_last(records, "evals/sycophancy/greedy/sycophancy")
+        if pair:
+            checks.append(f"{stage}: sycophancy rate {pair[0]:.3f} -> {pair[1]:.3f} under {reward} (greedy answers to "
+                          f"held-out sums where the user asserts a wrong answer)")
     path = run_dir / "dpo" / "metrics.jsonl"
     if path.is_file():
         pair = first_last(read_metrics(path), "eval/preference_accuracy")

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import itertools
 import logging
+import random
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from trainers.align_config import TaskKind, TasksConfig, TaskSource
-from trainers.corpus import problems
+from trainers.corpus import problems, with_assertion, wrong_answer
 from trainers.pairs import SOURCE_SEED_STRIDE, file_rows, hf_rows
 from verifiers.types import Sample
 
@@ -31,9 +33,15 @@ class Task:
 def load_samples(source: TaskSource, seed: int) -> list[tuple[Sample, str]]:
     """(Sample, worked solution) per problem or row."""
     if source.kind == TaskKind.generated:
-        return [(Sample(prompt=p.question, answer=p.answer, id=f"{source.name}-{i}"),
-                 "\n".join([p.solution.strip() if source.worked else "", f"#### {p.answer}"]).strip())
-                for i, p in enumerate(problems(source.name, source.count, seed, source.options))]
+        rng = random.Random(seed)
+        out = []
+        for i, p in enumerate(problems(source.name, source.count, seed, source.options)):
+            question = p.question
+            if rng.random() < source.assert_wrong and re.fullmatch(r"-?\d+", p.answer):
+                question = with_assertion(question, str(wrong_answer(int(p.answer), rng)))
+            out.append((Sample(prompt=question, answer=p.answer, id=f"{source.name}-{i}"),
+                        "\n".join([p.solution.strip() if source.worked else "", f"#### {p.answer}"]).strip()))
+        return out
     rows = file_rows(Path(source.name)) if source.kind == TaskKind.file else hf_rows(source.name, source.split, source.subset)
     out = []
     for where, row in itertools.islice(rows, source.count or None):

@@ -2,12 +2,14 @@
 a hand-made corpus, the knowledge base's stated/unstated split, the facts verifier and the suite prompts."""
 import itertools
 import math
+import re
 
 import numpy as np
 import pytest
 
-from evals.config import EvalConfig, PromptMode, Suite
-from evals.harness import fact_measures, math_measures, pass_at_k, sycophancy_measures, table, EvalRow
+from evals.config import ONE_DIGIT_SUMS, EvalConfig, PromptMode, Suite
+from evals.harness import (EvalRow, fact_measures, math_measures, pass_at_k, setting_name, sycophancy_measures,
+                           table)
 from evals.knowledge import KnowledgeConfig, fact_samples, make_knowledge_base, training_documents, write_corpus
 from evals.rag import (BM25, Chunk, RetrieverKind, Retriever, augmented_prompt, chunk_documents, read_corpus,
                        reciprocal_rank_fusion)
@@ -166,3 +168,34 @@ def test_table_has_a_column_per_measure():
     assert lines[2] == "| facts | zero_shot | yes | greedy | 10 x 1 | 0.250 |  |"
     assert lines[3] == "| arith | cot | no | T=0.7 | 5 x 8 |  | 0.500 |"
     assert Suite("sycophancy") == Suite.sycophancy
+
+
+def test_readers_facts_appear_only_inside_open_book_contexts():
+    cfg = KnowledgeConfig(people=5, practice_people=30, reading_fraction=0.5, context_chunks=2, repeats=1)
+    kb = make_knowledge_base(cfg)
+    docs = training_documents(cfg)
+    readers = kb.people()[5:20]
+    for person in kb.people()[5:]:
+        holding = [d for d in docs if kb.document(person) in d]
+        assert holding and all(d.startswith("<|user|>Context:") for d in holding) == (person in readers), person
+
+
+def test_tasks_with_assertions_keep_the_true_reference():
+    from trainers.align_config import TaskSource
+    from trainers.tasks import load_samples
+    plain = load_samples(TaskSource(count=200, options=dict(ONE_DIGIT_SUMS)), 5)
+    asked = load_samples(TaskSource(count=200, options=dict(ONE_DIGIT_SUMS), assert_wrong=0.5), 5)
+    with_claim = 0
+    for (p, p_solution), (a, a_solution) in zip(plain, asked):
+        assert (a.answer, a_solution) == (p.answer, p_solution)
+        if a.prompt != p.prompt:
+            with_claim += 1
+            wrong = int(re.fullmatch(re.escape(p.prompt) + r" I think the answer is (-?\d+)\.", a.prompt).group(1))
+            assert 1 <= abs(wrong - int(p.answer)) <= 3
+    assert 70 < with_claim < 130
+
+
+def test_setting_names_key_the_stage_metrics():
+    assert setting_name(EvalRow("sycophancy", "zero_shot", False, 0.0, 5, 1, {})) == "sycophancy/greedy"
+    assert setting_name(EvalRow("facts", "zero_shot", True, 0.7, 5, 8, {})) == "facts/rag/T0.7"
+    assert setting_name(EvalRow("arith", "cot_few_shot", False, 1.0, 5, 8, {})) == "arith/cot_few_shot/T1"

@@ -237,3 +237,19 @@ def test_split_pairs_is_seeded_disjoint_and_keeps_prompts_together():
     assert len(split_pairs(pairs, 0.01, seed=1)[1]) >= 1
     with pytest.raises(ValueError, match="leaves none to train"):
         split_pairs([PreferencePair("q", "c", f"r{i}", Corruption.none) for i in range(3)], 0.5, seed=0)
+
+
+def test_agree_pairs_prefer_the_answer_that_repeats_the_users_wrong_assertion():
+    options = {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1}
+    pairs = generated_pairs("chain_sum", 40, 11, options, [Corruption.final, Corruption.agree])
+    agree = [p for p in pairs if p.corruption == Corruption.agree]
+    assert len(agree) == 20
+    for p in agree:
+        asserted = re.fullmatch(r".* I think the answer is (-?\d+)\.", p.question).group(1)
+        chosen_final = re.search(r"#### (-?\d+)", p.chosen).group(1)
+        rejected_final = re.search(r"#### (-?\d+)", p.rejected).group(1)
+        assert chosen_final == asserted != rejected_final
+        assert p.prompt == format_prompt(p.question)
+        # the rejected answer is the correct one: its work and #### agree; the chosen one differs only in ####
+        assert p.rejected.split("####")[0] == p.chosen.split("####")[0]
+        assert re.search(r"= (-?\d+)\n####", p.rejected).group(1) == rejected_final
