@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -46,15 +47,17 @@ def main() -> int:
     parser.add_argument("--full-lr", type=float, default=3e-4)
     parser.add_argument("--lora-lr", type=float, default=3e-3)
     parser.add_argument("--rank", type=int, default=16)
-    parser.add_argument("--omega", type=float, default=1.0, help="lambda of eq. (12)")
+    parser.add_argument("--targets", default="q_proj,v_proj", help="comma-separated layers that get adapters")
+    parser.add_argument("--omega", type=float, default=1e-3, help="lambda of eq. (12)")
     parser.add_argument("--runs-dir", default="runs/bench_continual")
     args = parser.parse_args()
     if not (ROOT / "runs/tiny/pretrain/model/config.json").is_file():
         raise SystemExit("needs the demo's pretrained model in runs/tiny/pretrain/model: run `make demo` first")
-    lora = f"learner.lora={{rank: {args.rank}, alpha: {2 * args.rank}, targets: [q_proj, v_proj], omega: {args.omega}}}"
+    lora = f"learner.lora={{rank: {args.rank}, alpha: {2 * args.rank}, targets: [{args.targets}], omega: {args.omega}}}"
     variants = {"full fine-tuning": [f"learner.lr={args.full_lr}"],
                 f"LoRA r={args.rank} + Omega (lambda {args.omega:g})": [f"learner.lr={args.lora_lr}", lora]}
     curves = {}
+    shutil.rmtree(ROOT / args.runs_dir, ignore_errors=True)     # scratch runs of this benchmark only
     for i, (label, overrides) in enumerate(variants.items()):
         name = f"v{i}"
         subprocess.run([sys.executable, "-m", "cluster.cli", "run", "configs/continual.yaml", f"name={name}",
@@ -62,12 +65,13 @@ def main() -> int:
         curves[label] = curve(ROOT / args.runs_dir / name)
     target = max(float(new[-1]) for _, new, _ in curves.values())
     lines = [f"Old corpus: the demo's (Shakespeare and arithmetic); new corpus: the fictional knowledge base; "
-             f"{args.steps} steps each, 2 ranks x 8 x 256 tokens; budget: new-corpus held-out loss {target:.3f}.", "",
+             f"{args.steps} steps each, 2 ranks x 8 x 256 tokens; lr {args.full_lr:g} (full) and {args.lora_lr:g} (LoRA); "
+             f"budget: new-corpus held-out loss {target:.3f}.", "",
              "| method | trainable | new-corpus loss, start -> end | old-corpus loss at start | at the budget | rise |",
              "|---|---|---|---|---|---|"]
     for label, (steps, new, old) in curves.items():
         at, _ = retained_at(new, old, target)
-        trainable = "all weights" if label.startswith("full") else "adapters on q_proj, v_proj"
+        trainable = "all weights" if label.startswith("full") else f"adapters on {args.targets.replace(',', ', ')}"
         lines.append(f"| {label} | {trainable} | {new[0]:.3f} -> {new[-1]:.3f} | {old[0]:.3f} | {at:.3f} | {at - old[0]:+.3f} |")
     plot(curves, target, ROOT / "docs" / "continual_learning.png")
     lines += ["", "![old-corpus loss against new-corpus loss](continual_learning.png)"]

@@ -151,6 +151,29 @@ def training_documents(cfg: KnowledgeConfig) -> list[str]:
     return docs
 
 
+def reading_tasks(cfg: KnowledgeConfig, split: str, count: int) -> list[tuple[Sample, str]]:
+    """(open-book Sample, answer sentence) x count for SFT: split 'train' asks about the readers (practice
+    people seen only in context), 'test' about the asked-about people; the person's document sits among
+    context_chunks - 1 readers' documents, at a random place."""
+    if split not in ("train", "test"):
+        raise ValueError(f"knowledge tasks: split must be train or test, got {split!r}")
+    kb = make_knowledge_base(cfg)
+    people = kb.people()
+    readers = people[cfg.people:cfg.people + round(cfg.reading_fraction * cfg.practice_people)]
+    facts = [f for f in kb.practice if f.person in set(readers)] if split == "train" else kb.facts
+    rng = random.Random(f"{cfg.seed}/{split}")
+    out = []
+    for i in range(count or len(facts)):
+        fact = facts[i % len(facts)]
+        chunks = [kb.document(p) for p in rng.sample([p for p in readers if p != fact.person], cfg.context_chunks - 1)]
+        chunks.insert(rng.randrange(cfg.context_chunks), kb.document(fact.person))
+        question = fact.attribute.question.format(person=fact.person)
+        sample = Sample(augmented_prompt(question, chunks), fact.value, f"{fact.person}/{fact.attribute.name}",
+                        meta={"claims": "|".join(fact.attribute.values), "stated": "yes" if fact.stated else "no"})
+        out.append((sample, answer_sentence(fact)))
+    return out
+
+
 def fact_samples(kb: KnowledgeBase) -> list[Sample]:
     """The facts suite: one closed-book question per asked-about fact. The verifier finds claims among the
     attribute's values (meta 'claims') and checks them against the answer; meta 'stated' splits the report."""

@@ -18,6 +18,10 @@ class TaskKind(Enum):
     """A local .jsonl/.parquet file of rows with prompt (or question) and answer fields (e.g. GSM8K)."""
     hf = "hf"
     """A Hugging Face datasets name with those fields (never used in tests)."""
+    knowledge = "knowledge"
+    """Open-book questions about the fictional knowledge base (options: evals.knowledge.KnowledgeConfig's
+    fields): split `train` asks about practice people seen only in context (reading practice), split `test`
+    about the people the facts suite asks about, each with their document in the context."""
 
 
 @dataclass

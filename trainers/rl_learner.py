@@ -54,7 +54,7 @@ class PolicyLearner(Learner):
                 loss = token_mean(losses, mask) * (mask.sum() * scale / batch.global_tokens)
             else:
                 loss = sequence_mean(losses, mask) * ((mask.sum(1) > 0).sum() * scale / batch.global_sequences)
-            self.engine.backward(loss)
+            self.engine.backward(loss + self._omega())
             grad_norm = self._optimizer_step(last=i == self.cfg.grad_accum - 1)
             with torch.no_grad():
                 sums += [loss.item() / scale, mask.sum().item(), (entropy * mask).sum().item(),
@@ -81,7 +81,7 @@ class PolicyLearner(Learner):
             losses, chosen_r, rejected_r = dpo_loss(logps[:micro], logps[micro:],
                                                     torch.tensor(batch.ref_chosen[rows], device=self.device),
                                                     torch.tensor(batch.ref_rejected[rows], device=self.device), beta)
-            self.engine.backward(losses.sum() * scale)
+            self.engine.backward(losses.sum() * scale + self._omega())
             grad_norm = self._optimizer_step(last=i == self.cfg.grad_accum - 1)
             margin = (chosen_r - rejected_r).detach()
             loss_total += losses.sum().item()

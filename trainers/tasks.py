@@ -32,6 +32,9 @@ class Task:
 
 def load_samples(source: TaskSource, seed: int) -> list[tuple[Sample, str]]:
     """(Sample, worked solution) per problem or row."""
+    if source.kind == TaskKind.knowledge:
+        from evals.knowledge import KnowledgeConfig, reading_tasks
+        return reading_tasks(KnowledgeConfig(**source.options), source.split, source.count)
     if source.kind == TaskKind.generated:
         rng = random.Random(seed)
         out = []

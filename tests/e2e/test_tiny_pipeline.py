@@ -27,7 +27,7 @@ SHORT = ["tokenizer.vocab_size=512", "tokenizer.train_chars=2000000", "model.hid
          "rsft.samples_per_prompt=4", "rsft.sft_steps=2", "rsft.batch_size=16", "rsft.keep=passing",
          "rsft.min_reward=0.0", "ppo.steps=2", "ppo.prompts_per_step=16", "ppo.update.minibatch_size=16",
          "ppo.eval_every=2", "ppo.checkpoint_every=1", "dpo.pairs=[{name: chain_sum, count: 40, options: {max_digits: 2}}]",
-         "dpo.steps=2", "dpo.eval_every=1", "dpo.checkpoint_every=2", "dpo.max_len=128"]
+         "dpo.steps=2", "dpo.eval_every=1", "dpo.checkpoint_every=2", "dpo.max_len=128", "eval.prompts=16"]
 ALIGNMENT = ["sft", "grpo", "rsft", "ppo", "dpo"]
 
 
@@ -99,6 +99,9 @@ def test_alignment_stages_write_metrics_plots_models_and_the_report(run_dir):
     for stage in ["pretrain"] + ALIGNMENT:
         assert f"| {stage} |" in report, stage
     assert "grpo: held-out pass@1" in report and "ppo: largest KL per response" in report
+    # eval.in_stages: every alignment stage measured sycophancy at each held-out evaluation
+    assert "grpo: sycophancy rate" in report and "ppo: sycophancy rate" in report
+    assert all("evals/sycophancy/greedy/sycophancy" in r for r in grpo if "eval/pass@1" in r)
 
 
 def test_grpo_killed_and_resumed_logs_what_an_uninterrupted_run_logs(run_dir, tmp_path):
