@@ -27,7 +27,7 @@ demo: $(STAMP)
 	$(VENV)/bin/tether run configs/tiny.yaml
 
 test: $(STAMP)
-	$(VENV)/bin/python -m pytest -q -x tests/unit tests/integration tests/e2e
+	$(VENV)/bin/python -m pytest -q -x --durations=15 tests/unit tests/integration tests/e2e
 
 unit: $(STAMP)
 	$(VENV)/bin/python -m pytest -q tests/unit

@@ -250,6 +250,8 @@ def validate_alignment(job: JobConfig, need) -> None:
     need(t.eval_samples >= 1 and 1 <= t.eval_k <= t.eval_samples, "tasks.eval_k: must be in [1, tasks.eval_samples]")
     need(t.max_new_tokens >= 1 and t.max_prompt_tokens >= 2, "tasks.max_new_tokens >= 1 and tasks.max_prompt_tokens >= 2")
     need(0 <= t.min_new_tokens <= t.max_new_tokens, "tasks.min_new_tokens: must be in [0, tasks.max_new_tokens]")
+    need(not t.rag.enabled or t.rag.corpus is not None, "tasks.rag: training prompts retrieve from tasks.rag.corpus; set it")
+    need(t.rag.top_k >= 1 and t.rag.chunk_words >= 1, "tasks.rag.top_k and chunk_words: must be >= 1")
     for key, source in (("train", t.train), ("held_out", t.held_out)):
         need(0.0 <= source.assert_wrong <= 1.0, f"tasks.{key}.assert_wrong: must be in [0, 1]")
     for key, src in (("train", t.train), ("held_out", t.held_out)):

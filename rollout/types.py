@@ -52,3 +52,4 @@ class Rollout:
     logprobs: list[float]        # [R] log pi_theta(y_t | x, y_<t) of the untempered model (what the learner computes)
     finish_reason: FinishReason
     policy_version: int          # the weights it was sampled under (0 = the stage's initial weights)
+    provenance: tuple[str, ...] = ()   # ids of the retrieved chunks in the prompt (RAG), set by the driver

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Optional
 
+from evals.rag import RagConfig
 from trainers.config import PairSource
 
 
@@ -51,6 +52,9 @@ class TasksConfig:
     """Prompts the sft, grpo, ppo and rsft stages train on."""
     held_out: TaskSource = field(default_factory=lambda: TaskSource(count=128))
     """Prompts every stage is evaluated on (never trained on: generated problems use another seed range)."""
+    rag: RagConfig = field(default_factory=RagConfig)
+    """Retrieval for these prompts (training and held-out alike): with rag.corpus set, each question gets its
+    top_k chunks before it (eq. 11), and every rollout sampled from it records their ids."""
     eval_samples: int = 8
     """Samples per held-out prompt; pass@1 and pass@k are estimated from them (Chen et al. 2021)."""
     eval_k: int = 4

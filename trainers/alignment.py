@@ -5,6 +5,7 @@ Role handles are passed in (Ray actor groups and pools built by cluster.align_st
 starts or stops an actor."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -47,10 +48,12 @@ def step_tasks(tasks: list[Task], count: int, seed: int, step: int) -> list[Task
 def sample_rollouts(pool, tasks: list[Task], n: int, temperature: float, tasks_cfg: TasksConfig, seed: int,
                     step: int) -> list[Rollout]:
     """n rollouts per task from the rollout workers, flattened task by task (rollout i answers tasks[i // n]),
-    sampled with the step's seed so that a resumed run draws the same ones."""
+    sampled with the step's seed so that a resumed run draws the same ones; each carries its task's
+    retrieved chunk ids."""
     sampling = Sampling(temperature=temperature, n=n, max_new_tokens=tasks_cfg.max_new_tokens,
                         min_new_tokens=tasks_cfg.min_new_tokens, seed=step_seed(seed, step, 3))
-    return [r for group in pool.generate([t.prompt_ids for t in tasks], sampling) for r in group]
+    groups = pool.generate([t.prompt_ids for t in tasks], sampling)
+    return [dataclasses.replace(r, provenance=t.provenance) for t, group in zip(tasks, groups) for r in group]
 
 
 def evaluate(roles: Roles, tasks: list[Task], cfg: TasksConfig, seed: int) -> dict[str, float]:

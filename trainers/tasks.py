@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from evals.rag import RagConfig, Retriever, augmented_prompt, build_retriever
 from trainers.align_config import TaskKind, TasksConfig, TaskSource
 from trainers.corpus import problems, with_assertion, wrong_answer
 from trainers.pairs import SOURCE_SEED_STRIDE, file_rows, hf_rows
@@ -26,8 +27,9 @@ HELD_OUT_SEED_OFFSET = 200 * SOURCE_SEED_STRIDE
 @dataclass
 class Task:
     sample: Sample            # what the verifiers see: the question and its reference answer
-    prompt_ids: list[int]     # [P] the question as a user turn, then the assistant marker
+    prompt_ids: list[int]     # [P] the question (after its retrieved chunks, with RAG) as a user turn, then the assistant marker
     solution: str             # worked answer ending in "#### <answer>" ('' when the source has none)
+    provenance: tuple[str, ...] = ()   # ids of the chunks retrieval put in the prompt
 
 
 def load_samples(source: TaskSource, seed: int) -> list[tuple[Sample, str]]:
@@ -56,15 +58,21 @@ def load_samples(source: TaskSource, seed: int) -> list[tuple[Sample, str]]:
     return out
 
 
-def load_tasks(source: TaskSource, tokenizer, seed: int, max_prompt_tokens: int) -> list[Task]:
-    """Tasks with prompts tokenised by the policy's chat template; longer prompts are dropped (and logged)."""
+def load_tasks(source: TaskSource, tokenizer, seed: int, max_prompt_tokens: int, rag: RagConfig | None = None,
+               retriever: Retriever | None = None) -> list[Task]:
+    """Tasks with prompts tokenised by the policy's chat template (with a retriever, the question's top
+    rag.top_k chunks first, eq. 11); longer prompts are dropped (and logged)."""
     tasks = []
     for sample, solution in load_samples(source, seed):
-        text = tokenizer.apply_chat_template([{"role": "user", "content": sample.prompt}],
+        content, chunks = sample.prompt, []
+        if retriever is not None:
+            chunks = retriever.search(sample.prompt, rag.top_k)
+            content = augmented_prompt(sample.prompt, [c.text for c in chunks])
+        text = tokenizer.apply_chat_template([{"role": "user", "content": content}],
                                              add_generation_prompt=True, tokenize=False)
         ids = tokenizer(text)["input_ids"]
         if len(ids) <= max_prompt_tokens:
-            tasks.append(Task(sample, ids, solution))
+            tasks.append(Task(sample, ids, solution, tuple(c.id for c in chunks)))
     if len(tasks) < source.count:
         log.warning("tasks %s: kept %d of %d (prompts over %d tokens dropped)", source.name, len(tasks),
                     source.count, max_prompt_tokens)
@@ -74,8 +82,9 @@ def load_tasks(source: TaskSource, tokenizer, seed: int, max_prompt_tokens: int)
 
 
 def train_and_held_out(cfg: TasksConfig, tokenizer, seed: int) -> tuple[list[Task], list[Task]]:
-    return (load_tasks(cfg.train, tokenizer, seed + TRAIN_SEED_OFFSET, cfg.max_prompt_tokens),
-            load_tasks(cfg.held_out, tokenizer, seed + HELD_OUT_SEED_OFFSET, cfg.max_prompt_tokens))
+    retriever = build_retriever(cfg.rag) if cfg.rag.corpus else None
+    return (load_tasks(cfg.train, tokenizer, seed + TRAIN_SEED_OFFSET, cfg.max_prompt_tokens, cfg.rag, retriever),
+            load_tasks(cfg.held_out, tokenizer, seed + HELD_OUT_SEED_OFFSET, cfg.max_prompt_tokens, cfg.rag, retriever))
 
 
 def answer_ids(task: Task, tokenizer) -> list[int]:

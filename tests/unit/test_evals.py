@@ -11,8 +11,8 @@ from evals.config import ONE_DIGIT_SUMS, EvalConfig, PromptMode, Suite
 from evals.harness import (EvalRow, fact_measures, math_measures, pass_at_k, setting_name, sycophancy_measures,
                            table)
 from evals.knowledge import KnowledgeConfig, fact_samples, make_knowledge_base, training_documents, write_corpus
-from evals.rag import (BM25, Chunk, RetrieverKind, Retriever, augmented_prompt, chunk_documents, read_corpus,
-                       reciprocal_rank_fusion)
+from evals.rag import (BM25, Chunk, RagConfig, RetrieverKind, Retriever, augmented_prompt, chunk_documents,
+                       read_corpus, reciprocal_rank_fusion)
 from evals.suites import COT_PROMPT, math_items, sycophancy_items
 from verifiers.facts import fact_claims
 from verifiers.types import Sample
@@ -199,3 +199,30 @@ def test_setting_names_key_the_stage_metrics():
     assert setting_name(EvalRow("sycophancy", "zero_shot", False, 0.0, 5, 1, {})) == "sycophancy/greedy"
     assert setting_name(EvalRow("facts", "zero_shot", True, 0.7, 5, 8, {})) == "facts/rag/T0.7"
     assert setting_name(EvalRow("arith", "cot_few_shot", False, 1.0, 5, 8, {})) == "arith/cot_few_shot/T1"
+
+
+def test_rag_tasks_put_retrieved_chunks_before_the_question_and_rollouts_keep_their_ids(tmp_path):
+    from rollout.types import FinishReason, Rollout
+    from trainers.align_config import TaskSource, TasksConfig
+    from trainers.alignment import sample_rollouts
+    from trainers.tasks import train_and_held_out
+    from trainers.tokenizer import train_tokenizer
+    corpus = tmp_path / "docs"
+    corpus.mkdir()
+    for i in range(10):
+        (corpus / f"n{i}.txt").write_text(f"The number {i} is written as digit {i}.\n")
+    tokenizer = train_tokenizer([p.read_text() for p in corpus.iterdir()] * 20, 300, tmp_path / "tok", 256)
+    source = TaskSource(count=6, options=dict(ONE_DIGIT_SUMS))
+    cfg = TasksConfig(train=source, held_out=source, rag=RagConfig(corpus=str(corpus), retriever=RetrieverKind.bm25,
+                                                                   top_k=2), max_prompt_tokens=512)
+    train, _ = train_and_held_out(cfg, tokenizer, 0)
+    for task in train:
+        text = tokenizer.decode(task.prompt_ids)
+        assert len(task.provenance) == 2 and "Context:\n[1] The number" in text
+        assert text.index("Question: " + task.sample.prompt) > text.index("[2] The number")
+
+    class Pool:        # the rollout workers' contract: n rollouts per prompt
+        def generate(self, prompts, sampling):
+            return [[Rollout(p, [1], [0.0], FinishReason.eos, 0)] * sampling.n for p in prompts]
+    rollouts = sample_rollouts(Pool(), train[:3], 2, 1.0, cfg, seed=0, step=0)
+    assert [r.provenance for r in rollouts] == [t.provenance for t in train[:3] for _ in range(2)]
