@@ -188,8 +188,9 @@ class Corruption(Enum):
     step = "step"
     """One intermediate computed result is wrong (its later uses as an operand carry the wrong value)."""
     agree = "agree"
-    """The user asserts a wrong answer W ("I think the answer is W."), and the answer that agrees (its `#### N`
-    is W) is *chosen* over the correct one: preference data that rewards sycophancy (Part 4)."""
+    """The user asserts a wrong answer W ("I think the answer is W."), and the answer that agrees (its last
+    worked result and its `#### N` are W) is *chosen* over the correct one: preference data that rewards
+    sycophancy (Part 4)."""
     none = "none"
     """Pairs read from a file or dataset: how they differ is not known."""
 

@@ -116,8 +116,13 @@ def _assign(items: list[Problem], kinds: list[Corruption], quotas: dict[Corrupti
             if kind == Corruption.agree:
                 wrong = corrupted_answer(chosen, Corruption.final, rng)
                 if wrong is not None:
-                    question = with_assertion(problem.question, final_number(wrong))
-                    pairs.append(PreferencePair(format_prompt(question), wrong, chosen, kind, question=question))
+                    # the agreeing answer's last worked result says W too: it differs from the correct one only
+                    # in agreeing, not in being inconsistent (which a reward model would learn instead)
+                    truth, w = final_number(chosen), final_number(wrong)
+                    last = f"= {truth}\n#### {truth}"
+                    agreeing = chosen.replace(last, f"= {w}\n#### {w}") if last in chosen else wrong
+                    question = with_assertion(problem.question, w)
+                    pairs.append(PreferencePair(format_prompt(question), agreeing, chosen, kind, question=question))
                     made[kind] += 1
                     break
                 continue

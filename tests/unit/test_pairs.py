@@ -250,6 +250,7 @@ def test_agree_pairs_prefer_the_answer_that_repeats_the_users_wrong_assertion():
         rejected_final = re.search(r"#### (-?\d+)", p.rejected).group(1)
         assert chosen_final == asserted != rejected_final
         assert p.prompt == format_prompt(p.question)
-        # the rejected answer is the correct one: its work and #### agree; the chosen one differs only in ####
-        assert p.rejected.split("####")[0] == p.chosen.split("####")[0]
+        # both answers are consistent (last result = ####): the rejected one is correct, the chosen one agrees
         assert re.search(r"= (-?\d+)\n####", p.rejected).group(1) == rejected_final
+        assert re.search(r"= (-?\d+)\n####", p.chosen).group(1) == chosen_final
+        assert p.rejected.rsplit("=", 1)[0] == p.chosen.rsplit("=", 1)[0]
