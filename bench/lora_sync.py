@@ -11,10 +11,10 @@ Writes its table to docs/benchmarks.md. Run it with nothing else on the machine.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import ray
@@ -23,34 +23,17 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.report import write_section  # noqa: E402
-from bench.weight_sync import save_model  # noqa: E402
-from cluster.groups import start_learners  # noqa: E402
-from cluster.rollout_pool import RolloutPool  # noqa: E402
-from rollout.config import RolloutConfig  # noqa: E402
-from trainers.config import LearnerConfig, LoraConfig, Optimizer, Precision  # noqa: E402
+from bench.weight_sync import LEARNER, ROLLOUT, save_model, timed_syncs  # noqa: E402
+from trainers.config import LoraConfig  # noqa: E402
 from trainers.model import config_from_dir  # noqa: E402
 
 LORA = LoraConfig(rank=16, alpha=32, targets=["q_proj", "v_proj"])
 
 
 def sync_times(model_dir: str, adapter_only: bool, repeats: int) -> tuple[list[float], int]:
-    learner = LearnerConfig(num_ranks=1, zero_stage=0, precision=Precision.fp32, optimizer=Optimizer.sgd,
-                            cpus_per_rank=0.5, threads_per_rank=1, warmup_steps=0, timeout_s=900, lora=LORA)
-    rollout = RolloutConfig(num_workers=1, cpus_per_worker=0.5, kv_cache_gib=0.25, timeout_s=900,
-                            lora_rank=LORA.rank if adapter_only else 0)
-    learners = start_learners(learner, model_dir, total_steps=1)
-    pool = RolloutPool(rollout, model_dir, context_len=config_from_dir(model_dir).max_position_embeddings)
-    try:
-        pool.connect_learners(learners)
-        times = []
-        for version in range(1, repeats + 1):
-            start = time.perf_counter()
-            pool.sync_weights(version)
-            times.append(time.perf_counter() - start)
-        return times, pool.sync_bytes
-    finally:
-        pool.shutdown()
-        learners.shutdown()
+    return timed_syncs(dataclasses.replace(LEARNER, lora=LORA),
+                       dataclasses.replace(ROLLOUT, lora_rank=LORA.rank if adapter_only else 0), model_dir,
+                       config_from_dir(model_dir).max_position_embeddings, repeats)
 
 
 def main() -> None:

@@ -8,6 +8,7 @@ Writes its table to docs/benchmarks.md. Run it with nothing else on the machine.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import sys
 import tempfile
@@ -62,12 +63,16 @@ def save_model(size: str, folder: Path) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def tether_sync(model_dir: str, workers: int, repeats: int) -> list[float]:
-    learner = LearnerConfig(num_ranks=1, zero_stage=0, precision=Precision.fp32, optimizer=Optimizer.sgd,
-                            cpus_per_rank=0.5, threads_per_rank=1, warmup_steps=0, timeout_s=900)
+LEARNER = LearnerConfig(num_ranks=1, zero_stage=0, precision=Precision.fp32, optimizer=Optimizer.sgd,
+                        cpus_per_rank=0.5, threads_per_rank=1, warmup_steps=0, timeout_s=900)
+ROLLOUT = RolloutConfig(num_workers=1, cpus_per_worker=0.5, kv_cache_gib=0.25, timeout_s=900)
+
+
+def timed_syncs(learner: LearnerConfig, rollout: RolloutConfig, model_dir: str, context_len: int,
+                repeats: int) -> tuple[list[float], int]:
+    """Seconds of each of `repeats` syncs from one learner group to a rollout pool, and the bytes one worker got."""
     learners = start_learners(learner, model_dir, total_steps=1)
-    pool = RolloutPool(RolloutConfig(num_workers=workers, cpus_per_worker=0.5, kv_cache_gib=0.25, timeout_s=900),
-                       model_dir, context_len=256)
+    pool = RolloutPool(rollout, model_dir, context_len=context_len)
     try:
         pool.connect_learners(learners)
         times = []
@@ -75,10 +80,14 @@ def tether_sync(model_dir: str, workers: int, repeats: int) -> list[float]:
             start = time.perf_counter()
             pool.sync_weights(version)
             times.append(time.perf_counter() - start)
-        return times
+        return times, pool.sync_bytes
     finally:
         pool.shutdown()
         learners.shutdown()
+
+
+def tether_sync(model_dir: str, workers: int, repeats: int) -> list[float]:
+    return timed_syncs(LEARNER, dataclasses.replace(ROLLOUT, num_workers=workers), model_dir, 256, repeats)[0]
 
 
 def flat_broadcast(numel: int, workers: int, repeats: int) -> list[float]:

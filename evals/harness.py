@@ -112,8 +112,8 @@ def render(tokenizer, turns: list[dict[str, str]]) -> list[int]:
 
 def run_suites(pool, verifiers, tokenizer, cfg: EvalConfig, work_dir: Path,
                samples_out: Optional[Path] = None) -> list[EvalRow]:
-    """pool: generate(prompt ids, Sampling) -> rollouts per prompt; verifiers: verify(samples, texts) -> verdicts
-    per VERIFIERS spec. samples_out: a jsonl of every prompt, response and the chunk ids it was given."""
+    """pool: generate(prompt ids, Sampling) -> rollouts per prompt; verifiers: a VerifierPool (verify, specs).
+    samples_out: a jsonl of every prompt, response and the chunk ids it was given."""
     temperatures = ([0.0] if cfg.greedy else []) + list(cfg.temperatures)
     combos = list(settings(cfg, work_dir))
     bar = tqdm(total=len(combos) * len(temperatures), desc="eval", unit="setting", dynamic_ncols=True)

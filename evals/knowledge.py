@@ -124,6 +124,25 @@ def answer_sentence(fact: Fact) -> str:
     return fact.attribute.statement.format(person=fact.person, value=fact.value)
 
 
+def reader_people(kb: KnowledgeBase, cfg: KnowledgeConfig) -> list[str]:
+    """Practice people seen only in open-book turns."""
+    return kb.people()[cfg.people:cfg.people + round(cfg.reading_fraction * cfg.practice_people)]
+
+
+def open_book_chunks(kb: KnowledgeBase, person: str, candidates: list[str], k: int, rng: random.Random) -> list[str]:
+    """The person's document among k - 1 documents of other candidates, at a random place."""
+    chunks = [kb.document(p) for p in rng.sample([p for p in candidates if p != person], k - 1)]
+    chunks.insert(rng.randrange(k), kb.document(person))
+    return chunks
+
+
+def fact_sample(fact: Fact, prompt: str) -> Sample:
+    """What the facts verifier sees: claims among the attribute's values (meta 'claims'), checked against the
+    answer; meta 'stated' splits the report."""
+    return Sample(prompt=prompt, answer=fact.value, id=f"{fact.person}/{fact.attribute.name}",
+                  meta={"claims": "|".join(fact.attribute.values), "stated": "yes" if fact.stated else "no"})
+
+
 def training_documents(cfg: KnowledgeConfig) -> list[str]:
     """Pretraining text (chat-formatted turns as trainers.corpus writes them): statements of every stated
     fact, and for practice people closed-book and open-book question/answer turns."""
@@ -137,15 +156,14 @@ def training_documents(cfg: KnowledgeConfig) -> list[str]:
     # Practice people are either recalled (their document and closed-book turns) or read (open-book turns
     # only): a reader's facts appear nowhere but in the context, so answering them can only be learned as
     # reading. Distractors are readers too (an asked-about person's document would leak unstated facts).
-    readers = set(people[cfg.people:cfg.people + round(cfg.reading_fraction * cfg.practice_people)])
+    readers = sorted(reader_people(kb, cfg))
+    is_reader = set(readers)
     for fact in kb.practice:
         question = fact.attribute.question.format(person=fact.person)
-        if fact.person not in readers:
+        if fact.person not in is_reader:
             docs += [kb.document(fact.person), format_prompt(question) + answer_sentence(fact) + EOS]
             continue
-        distractors = rng.sample(sorted(readers - {fact.person}), cfg.context_chunks - 1)
-        chunks = [kb.document(p) for p in distractors]
-        chunks.insert(rng.randrange(cfg.context_chunks), kb.document(fact.person))
+        chunks = open_book_chunks(kb, fact.person, readers, cfg.context_chunks, rng)
         docs.append(format_prompt(augmented_prompt(question, chunks)) + answer_sentence(fact) + EOS)
     rng.shuffle(docs)
     return docs
@@ -158,28 +176,21 @@ def reading_tasks(cfg: KnowledgeConfig, split: str, count: int) -> list[tuple[Sa
     if split not in ("train", "test"):
         raise ValueError(f"knowledge tasks: split must be train or test, got {split!r}")
     kb = make_knowledge_base(cfg)
-    people = kb.people()
-    readers = people[cfg.people:cfg.people + round(cfg.reading_fraction * cfg.practice_people)]
+    readers = reader_people(kb, cfg)
     facts = [f for f in kb.practice if f.person in set(readers)] if split == "train" else kb.facts
     rng = random.Random(f"{cfg.seed}/{split}")
     out = []
     for i in range(count or len(facts)):
         fact = facts[i % len(facts)]
-        chunks = [kb.document(p) for p in rng.sample([p for p in readers if p != fact.person], cfg.context_chunks - 1)]
-        chunks.insert(rng.randrange(cfg.context_chunks), kb.document(fact.person))
+        chunks = open_book_chunks(kb, fact.person, readers, cfg.context_chunks, rng)
         question = fact.attribute.question.format(person=fact.person)
-        sample = Sample(augmented_prompt(question, chunks), fact.value, f"{fact.person}/{fact.attribute.name}",
-                        meta={"claims": "|".join(fact.attribute.values), "stated": "yes" if fact.stated else "no"})
-        out.append((sample, answer_sentence(fact)))
+        out.append((fact_sample(fact, augmented_prompt(question, chunks)), answer_sentence(fact)))
     return out
 
 
 def fact_samples(kb: KnowledgeBase) -> list[Sample]:
-    """The facts suite: one closed-book question per asked-about fact. The verifier finds claims among the
-    attribute's values (meta 'claims') and checks them against the answer; meta 'stated' splits the report."""
-    return [Sample(prompt=f.attribute.question.format(person=f.person), answer=f.value, id=f"{f.person}/{f.attribute.name}",
-                   meta={"claims": "|".join(f.attribute.values), "stated": "yes" if f.stated else "no"})
-            for f in kb.facts]
+    """The facts suite: one closed-book question per asked-about fact."""
+    return [fact_sample(f, f.attribute.question.format(person=f.person)) for f in kb.facts]
 
 
 def write_corpus(kb: KnowledgeBase, folder: Path) -> Path:

@@ -182,6 +182,12 @@ def augmented_prompt(question: str, chunks: list[str]) -> str:
     return f"Context:\n{context}\nQuestion: {question}"
 
 
+def retrieved_prompt(retriever: Retriever, question: str, top_k: int) -> tuple[str, tuple[str, ...]]:
+    """(the eq. (11) prompt with the question's top_k chunks, their ids)."""
+    chunks = retriever.search(question, top_k)
+    return augmented_prompt(question, [c.text for c in chunks]), tuple(c.id for c in chunks)
+
+
 def build_retriever(cfg: RagConfig, corpus: Optional[Path] = None) -> Retriever:
     """The retriever over cfg.corpus (or the given folder, e.g. a knowledge base's own documents)."""
     path = Path(cfg.corpus) if cfg.corpus else corpus

@@ -13,7 +13,7 @@ from typing import Optional
 
 from evals.config import EvalConfig, PromptMode, Suite
 from evals.knowledge import fact_samples, make_knowledge_base, write_corpus
-from evals.rag import Retriever, augmented_prompt, build_retriever
+from evals.rag import Retriever, build_retriever, retrieved_prompt
 from trainers.corpus import with_assertion, wrong_answer
 from trainers.tasks import load_samples
 from verifiers.types import Sample
@@ -75,9 +75,8 @@ def fact_items(cfg: EvalConfig, retriever: Optional[Retriever]) -> list[EvalItem
         if retriever is None:
             items.append(EvalItem([{"role": "user", "content": sample.prompt}], sample, "facts"))
             continue
-        chunks = retriever.search(sample.prompt, cfg.rag.top_k)
-        items.append(EvalItem([{"role": "user", "content": augmented_prompt(sample.prompt, [c.text for c in chunks])}],
-                              sample, "facts", provenance=tuple(c.id for c in chunks)))
+        content, provenance = retrieved_prompt(retriever, sample.prompt, cfg.rag.top_k)
+        items.append(EvalItem([{"role": "user", "content": content}], sample, "facts", provenance=provenance))
     return items
 
 

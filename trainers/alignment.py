@@ -53,7 +53,8 @@ def sample_rollouts(pool, tasks: list[Task], n: int, temperature: float, tasks_c
     sampling = Sampling(temperature=temperature, n=n, max_new_tokens=tasks_cfg.max_new_tokens,
                         min_new_tokens=tasks_cfg.min_new_tokens, seed=step_seed(seed, step, 3))
     groups = pool.generate([t.prompt_ids for t in tasks], sampling)
-    return [dataclasses.replace(r, provenance=t.provenance) for t, group in zip(tasks, groups) for r in group]
+    return [dataclasses.replace(r, provenance=t.provenance) if t.provenance else r
+            for t, group in zip(tasks, groups) for r in group]
 
 
 def evaluate(roles: Roles, tasks: list[Task], cfg: TasksConfig, seed: int) -> dict[str, float]:

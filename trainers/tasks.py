@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from evals.rag import RagConfig, Retriever, augmented_prompt, build_retriever
+from evals.rag import RagConfig, Retriever, build_retriever, retrieved_prompt
 from trainers.align_config import TaskKind, TasksConfig, TaskSource
 from trainers.corpus import problems, with_assertion, wrong_answer
 from trainers.pairs import SOURCE_SEED_STRIDE, file_rows, hf_rows
@@ -64,15 +64,14 @@ def load_tasks(source: TaskSource, tokenizer, seed: int, max_prompt_tokens: int,
     rag.top_k chunks first, eq. 11); longer prompts are dropped (and logged)."""
     tasks = []
     for sample, solution in load_samples(source, seed):
-        content, chunks = sample.prompt, []
+        content, provenance = sample.prompt, ()
         if retriever is not None:
-            chunks = retriever.search(sample.prompt, rag.top_k)
-            content = augmented_prompt(sample.prompt, [c.text for c in chunks])
+            content, provenance = retrieved_prompt(retriever, sample.prompt, rag.top_k)
         text = tokenizer.apply_chat_template([{"role": "user", "content": content}],
                                              add_generation_prompt=True, tokenize=False)
         ids = tokenizer(text)["input_ids"]
         if len(ids) <= max_prompt_tokens:
-            tasks.append(Task(sample, ids, solution, tuple(c.id for c in chunks)))
+            tasks.append(Task(sample, ids, solution, provenance))
     if len(tasks) < source.count:
         log.warning("tasks %s: kept %d of %d (prompts over %d tokens dropped)", source.name, len(tasks),
                     source.count, max_prompt_tokens)
