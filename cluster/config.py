@@ -19,7 +19,7 @@ from rollout.types import Sampling
 from trainers.align_config import (DpoConfig, GrpoConfig, PpoConfig, ReferenceConfig, RewardTerms, RsftConfig, SftConfig,
                                    TaskKind, TasksConfig)
 from trainers.config import (CorpusConfig, LearnerConfig, ModelConfig, PairSourceKind, PretrainConfig,
-                             RewardModelConfig, TokenizerConfig)
+                             Regulariser, RewardModelConfig, TokenizerConfig)
 from trainers.tokenizer import SPECIAL_TOKENS
 from verifiers.config import VerifierPoolConfig
 from verifiers.registry import bind
@@ -234,6 +234,11 @@ def validate(job: JobConfig) -> None:
         with_heads = [s.value for s in job.stages if s in (Stage.reward_model, Stage.ppo)]
         need(not with_heads, f"learner.lora: not for stages with a scalar head ({', '.join(with_heads)}): the "
                              "reward model's and the critic's heads would stay frozen")
+        if job.learner.lora.regulariser == Regulariser.ewc:
+            others = [s.value for s in job.stages if s not in (Stage.tokenizer, Stage.pretrain)]
+            need(not others and bool(job.pretrain.retained),
+                 "learner.lora.regulariser=ewc: the Fisher information comes from the old corpus of pretrain.retained, "
+                 f"so it needs pretrain.retained set and no stage but tokenizer and pretrain (here also: {others})")
     for i, s in enumerate(job.corpus.sources):
         need(s.kind.value in ("shakespeare", "knowledge") or bool(s.name), f"corpus.sources.{i}.name: required for kind {s.kind.value}")
         if s.kind.value == "knowledge":

@@ -96,6 +96,15 @@ class Optimizer(Enum):
     """Plain SGD (no momentum): used by invariance tests, where Adam's first steps amplify rounding."""
 
 
+class Regulariser(Enum):
+    l2 = "l2"
+    """Omega = ||v - theta^(k)||^2 over the adapter's own weights (A and B)."""
+    ewc = "ewc"
+    """Elastic weight consolidation: Omega = sum_i F_i (Delta W_i)^2 over the adapted weights of the merged model,
+    F the diagonal Fisher information of the stage's starting model on the old corpus (pretrain.retained's
+    training split), normalised to mean 1 so that lambda keeps one scale across models."""
+
+
 @dataclass
 class LoraConfig:
     rank: int = 16
@@ -105,12 +114,17 @@ class LoraConfig:
     targets: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
     """Linear layers (by name) that get an adapter; everything else is frozen."""
     omega: float = 0.0
-    """lambda of eq. (12): weight of the L2 distance of the adapter to its value when the stage started."""
+    """lambda of eq. (12): weight of the regulariser Omega, the adapter's distance to its value when the stage started."""
+    regulariser: Regulariser = Regulariser.l2
+    """Which Omega: plain L2 on the adapter, or EWC (Fisher-weighted; pretrain stages with pretrain.retained)."""
+    fisher_batches: int = 4
+    """EWC: old-corpus batches (of micro_batch x num_ranks sequences) that estimate the Fisher information."""
 
     def __post_init__(self):
-        if self.rank < 1 or self.alpha <= 0 or self.omega < 0:
-            raise ValueError(f"lora: rank >= 1, alpha > 0 and omega >= 0 required, got rank={self.rank}, "
-                             f"alpha={self.alpha}, omega={self.omega}")
+        if self.rank < 1 or self.alpha <= 0 or self.omega < 0 or self.fisher_batches < 1:
+            raise ValueError(f"lora: rank >= 1, alpha > 0, omega >= 0 and fisher_batches >= 1 required, got "
+                             f"rank={self.rank}, alpha={self.alpha}, omega={self.omega}, "
+                             f"fisher_batches={self.fisher_batches}")
         if not self.targets:
             raise ValueError("lora.targets is empty")
 
@@ -189,8 +203,8 @@ class Corruption(Enum):
     """One intermediate computed result is wrong (its later uses as an operand carry the wrong value)."""
     agree = "agree"
     """The user asserts a wrong answer W ("I think the answer is W."), and the answer that agrees (its last
-    worked result and its `#### N` are W) is *chosen* over the correct one: preference data that rewards
-    sycophancy (Part 4)."""
+    worked result and its `#### N` are W) is *chosen* over the correct one or, in half the pairs, over another
+    wrong one: preference data that rewards sycophancy (Part 4)."""
     none = "none"
     """Pairs read from a file or dataset: how they differ is not known."""
 

@@ -17,9 +17,9 @@ import torch
 
 from rollout.weight_sync import BucketSender, TensorSpec, open_group
 from trainers.batches import EvalSums, PairBatch, PairStepResult, StepResult, TokenBatch
-from trainers.config import LearnerConfig, Optimizer, Precision
-from trainers.lora import (adapter_anchor, adapter_scale, adapter_state_dict, add_adapters, merged_state_dict,
-                           omega_l2)
+from trainers.config import LearnerConfig, Optimizer, Precision, Regulariser
+from trainers.lora import (adapter_anchor, adapter_scale, adapter_state_dict, adapter_updates, add_adapters,
+                           merged_state_dict, omega_ewc, omega_l2, squared_gradients)
 from trainers.losses import bradley_terry_loss, token_logprobs, token_nll
 from trainers.model import ModelHead, load_model
 from trainers.schedule import warmup_cosine
@@ -31,6 +31,7 @@ class Learner:
         torch.set_num_threads(cfg.threads_per_rank)
         self.device = torch.device("cuda", 0) if cfg.gpus_per_rank > 0 else torch.device("cpu")
         self.engine = None
+        self.fisher: dict[str, torch.Tensor] | None = None
 
     def node_address(self) -> tuple[str, int]:
         """This node's address and a free port, for the process-group rendezvous (rank 0)."""
@@ -128,9 +129,37 @@ class Learner:
     def _omega(self) -> torch.Tensor | float:
         """lambda Omega of eq. (12), added to every micro-batch's loss: DeepSpeed divides each by grad_accum and
         averages over ranks, so the step's gradient holds it exactly once."""
-        if self.cfg.lora is None or self.cfg.lora.omega == 0:
+        lora = self.cfg.lora
+        if lora is None or lora.omega == 0:
             return 0.0
-        return self.cfg.lora.omega * omega_l2(self.engine.module, self.anchor)
+        if lora.regulariser == Regulariser.l2:
+            return lora.omega * omega_l2(self.engine.module, self.anchor)
+        if self.fisher is None:
+            raise RuntimeError("lora.regulariser=ewc: the Fisher information was not estimated (estimate_fisher)")
+        return lora.omega * omega_ewc(adapter_updates(self.engine.module, adapter_scale(lora)), self.fisher)
+
+    def estimate_fisher(self, batch: TokenBatch) -> float:
+        """Collective: the diagonal Fisher information of the starting model on old-corpus rows (this rank's share),
+        summed over all ranks' rows and normalised to mean 1, kept for EWC's Omega. Returns the mean before."""
+        self.engine.eval()
+        tokens = torch.tensor(batch.tokens, device=self.device)
+
+        def row_nll(row: torch.Tensor) -> torch.Tensor:
+            # the module itself, not the engine: the engine's forward hooks a gradient reduction onto any backward
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.precision == Precision.bf16):
+                logits = self.engine.module(input_ids=row[:, :-1]).logits          # [1, T, V]
+            nll_sum, targets = token_nll(logits, row[:, 1:], None)
+            return nll_sum / targets                                    # eq. (9), a token mean
+
+        sums = squared_gradients(self.engine.module, tokens, row_nll)
+        total = torch.tensor([float(len(tokens))], device=self.device)
+        for t in [*sums.values(), total]:
+            torch.distributed.all_reduce(t)
+        mean = sum(float(s.sum()) for s in sums.values()) / sum(s.numel() for s in sums.values()) / float(total)
+        if not mean > 0:
+            raise ValueError("the Fisher information is zero: the old-corpus rows give no gradient")
+        self.fisher = {n: s / (float(total) * mean) for n, s in sums.items()}
+        return mean
 
     def _micro_batch(self, rows: int, what: str) -> int:
         """micro_batch, after checking that this rank got micro_batch x grad_accum rows."""

@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from trainers.batches import TokenBatch
 from trainers.checkpoints import Checkpoints, DriverState, publish_dir, resume_stage
-from trainers.config import LearnerConfig, PretrainConfig
+from trainers.config import LearnerConfig, PretrainConfig, Regulariser
 from trainers.metrics import MetricsLog, PhaseTimer, plot_curves, read_metrics
 from trainers.shards import PackedWindows, read_token_bytes, train_batch_indices
 from trainers.tokenizer import load_tokenizer
@@ -71,6 +71,14 @@ def run_pretrain(learners, cfg: PretrainConfig, learner_cfg: LearnerConfig, data
     checkpoints = Checkpoints(stage_dir / "checkpoints")
     log = MetricsLog(stage_dir)
     state = resume_stage(learners, checkpoints, log, "pretrain", resume)
+    lora = learner_cfg.lora
+    if lora is not None and lora.regulariser == Regulariser.ewc and lora.omega > 0:
+        # from the adapter-free starting model, so a resumed stage gets the same Fisher
+        fisher_rows = PackedWindows(Path(cfg.retained), "train", cfg.seq_len)
+        rows_total = ranks * micro * lora.fisher_batches
+        batch = TokenBatch(fisher_rows.gather(train_batch_indices(len(fisher_rows), rows_total, 0, seed)), None,
+                           rows_total * cfg.seq_len)
+        learners.sharded(batch.split(ranks), lambda a, b: a.estimate_fisher.remote(b), "estimate Fisher (EWC)")
     if state is None:
         state = DriverState(step=0, tokens_seen=0, policy_version=0)
         log.write(0, held_out())

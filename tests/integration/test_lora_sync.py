@@ -1,20 +1,37 @@
-"""LoRA learners on Ray: only the adapter trains, an adapter-only sync into a LoRA-serving vLLM worker moves at
-most 10% of a full sync's bytes, and its greedy outputs equal those of the merged model, whether that model is
-saved and served fresh or pushed as merged weights by a full sync."""
+"""LoRA learners on Ray: the EWC Fisher information is the starting model's, only the adapter trains (under
+the EWC Omega), an adapter-only sync into a LoRA-serving vLLM worker moves at most 10% of a full sync's bytes,
+and its greedy outputs equal those of the merged model, whether that model is saved and served fresh or pushed
+as merged weights by a full sync."""
 import dataclasses
 
 import numpy as np
 import pytest
+import torch
 from safetensors.numpy import load_file
+from transformers import AutoModelForCausalLM
 
 from cluster.groups import start_learners
 from cluster.rollout_pool import RolloutPool
-from trainers.config import LoraConfig
+from trainers.batches import TokenBatch
+from trainers.config import LoraConfig, Regulariser
+from trainers.shards import PackedWindows
 from trainers.tokenizer import load_tokenizer
 from tests.integration.test_rollout import GREEDY, LEARNER, ROLLOUT, prompts, token_ids, train
 
 pytestmark = pytest.mark.integration
-LORA = LoraConfig(rank=8, alpha=16, targets=["q_proj", "v_proj"])
+LORA = LoraConfig(rank=8, alpha=16, targets=["q_proj", "v_proj"], omega=1e-3, regulariser=Regulariser.ewc)
+
+
+def fisher_mean_by_hand(model_dir: str, rows: np.ndarray) -> float:
+    """Brute force: the plain model, one backward per row, squared gradients of q and v summed, averaged."""
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    adapted = [p for name, p in model.named_parameters() if name.endswith(("q_proj.weight", "v_proj.weight"))]
+    total = 0.0
+    for row in torch.tensor(rows):
+        model.zero_grad()
+        torch.nn.functional.cross_entropy(model(row[None, :-1]).logits[0], row[1:]).backward()
+        total += sum(float((p.grad ** 2).sum()) for p in adapted)
+    return total / sum(p.numel() for p in adapted) / len(rows)
 
 
 def test_adapter_only_sync_matches_the_merged_model(ray_cluster, tiny_corpus, tmp_path):
@@ -23,6 +40,9 @@ def test_adapter_only_sync_matches_the_merged_model(ray_cluster, tiny_corpus, tm
     pools = []
     try:
         ps = prompts(tiny_corpus)
+        rows = PackedWindows(tiny_corpus / "data", "val", 32).gather(range(4))
+        [mean] = learners.sharded([TokenBatch(rows, None, 4 * 32)], lambda a, b: a.estimate_fisher.remote(b), "fisher")
+        assert mean == pytest.approx(fisher_mean_by_hand(init, rows), rel=1e-4)
         train(learners, tiny_corpus, 3)
         served = RolloutPool(dataclasses.replace(ROLLOUT, lora_rank=8), init, context_len=128)
         pools.append(served)

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from trainers.config import LoraConfig, ModelConfig
-from trainers.lora import (adapter_anchor, adapter_scale, adapter_state_dict, add_adapters, merged_state_dict,
-                           omega_l2)
+from trainers.lora import (adapter_anchor, adapter_scale, adapter_state_dict, adapter_updates, add_adapters,
+                           merged_state_dict, omega_ewc, omega_l2, squared_gradients)
 from trainers.model import build_llama
 
 CFG = ModelConfig(hidden_size=64, num_layers=2, num_heads=2, num_kv_heads=1, intermediate_size=128, max_seq_len=64)
@@ -57,6 +57,45 @@ def test_omega_is_the_squared_distance_to_the_anchor(adapted):
     assert omega_l2(adapted, anchor).item() == pytest.approx(0.01 + 0.04 + 0.09, rel=1e-5)
 
 
+def test_adapter_updates_are_what_merging_adds(adapted):
+    scale = adapter_scale(LoraConfig(rank=4, alpha=8))
+    merged = merged_state_dict(dict(adapted.state_dict()), scale)
+    plain = build_llama(CFG, Vocab(), seed=0).state_dict()        # the same backbone, no adapter
+    updates = adapter_updates(adapted, scale)
+    assert len(updates) == 4
+    for module, delta in updates.items():
+        name = module.removeprefix("base_model.model.") + ".weight"
+        torch.testing.assert_close(delta, merged[name] - plain[name], atol=1e-6, rtol=0)
+
+
+def test_omega_ewc_weighs_each_update_by_its_fisher(adapted):
+    updates = {"a": torch.tensor([[1.0, -2.0]]), "b": torch.tensor([[3.0]])}
+    fisher = {"a": torch.tensor([[0.5, 2.0]]), "b": torch.tensor([[0.0]])}
+    assert omega_ewc(updates, fisher).item() == pytest.approx(0.5 * 1 + 2.0 * 4 + 0.0)
+
+
+def test_squared_gradients_are_the_starting_models_per_row(adapted):
+    """Brute force: each row's gradient on a copy of the backbone with no adapter, squared and summed."""
+    rows = torch.randint(3, 100, (3, 10))
+
+    def loss_of(model):
+        return lambda row: torch.nn.functional.cross_entropy(model(row[:, :-1]).logits[0], row[0, 1:])
+
+    sums = squared_gradients(adapted, rows, loss_of(adapted))
+    assert all(not w.requires_grad for n, w in adapted.named_parameters() if "base_layer" in n)
+    plain = build_llama(CFG, Vocab(), seed=0)
+    expected = {}
+    for row in rows:
+        plain.zero_grad()
+        loss_of(plain)(row[None]).backward()
+        for module, p in plain.named_modules():
+            if module.endswith(("q_proj", "v_proj")):
+                expected[module] = expected.get(module, 0) + p.weight.grad ** 2
+    assert len(sums) == len(expected) == 4
+    for module, total in sums.items():
+        torch.testing.assert_close(total, expected[module.removeprefix("base_model.model.")], atol=1e-7, rtol=1e-4)
+
+
 def test_adapter_tensors_carry_peft_file_names(adapted):
     ours = adapter_state_dict({k: p for k, p in adapted.named_parameters() if p.requires_grad})
     assert set(ours) == set(peft.get_peft_model_state_dict(adapted))
@@ -74,6 +113,8 @@ def test_unknown_target_is_a_clear_error():
     (["stages=[grpo]", "learner.lora={rank: 16}", "rollout.lora_rank=8"], "rank <= rollout.lora_rank"),
     (["stages=[grpo]", "learner.lora={rank: 8}", "rollout.lora_rank=12"], "vLLM serves ranks 1, 8, 16"),
     (["stages=[grpo]", "learner.lora={rank: 0}"], "rank >= 1"),
+    (["stages=[pretrain]", "learner.lora={rank: 8, regulariser: ewc}"], "needs pretrain.retained set"),
+    (["stages=[sft]", "pretrain.retained=runs/x/data", "learner.lora={regulariser: ewc}"], "no stage but tokenizer and pretrain (here also: "),
 ])
 def test_lora_config_errors(overrides, message):
     from cluster.config import ConfigError, load_job_config
