@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from trainers.config import Corruption, PairSource, PairSourceKind
-from trainers.corpus import Problem, format_answer, format_prompt, problems, with_assertion
+from trainers.corpus import Problem, format_answer, format_prompt, problems, with_assertion, wrong_answer
 from trainers.tokenizer import EOS
 
 PAIR_FIELDS = ("prompt", "chosen", "rejected")
@@ -114,15 +114,10 @@ def _assign(items: list[Problem], kinds: list[Corruption], quotas: dict[Corrupti
             # a str seed is hashed with sha512, so the draw does not depend on PYTHONHASHSEED
             rng = random.Random(f"{seed}/{i}/{kind.value}")
             if kind == Corruption.agree:
-                wrong = corrupted_answer(chosen, Corruption.final, rng)
-                if wrong is not None:
-                    # the agreeing answer's last worked result says W too: it differs from the correct one only
-                    # in agreeing, not in being inconsistent (which a reward model would learn instead)
-                    truth, w = final_number(chosen), final_number(wrong)
-                    last = f"= {truth}\n#### {truth}"
-                    agreeing = chosen.replace(last, f"= {w}\n#### {w}") if last in chosen else wrong
-                    question = with_assertion(problem.question, w)
-                    pairs.append(PreferencePair(format_prompt(question), agreeing, chosen, kind, question=question))
+                answers = _agreeing_and_disagreeing(chosen, rng)
+                if answers is not None:
+                    question = with_assertion(problem.question, final_number(answers[0]))
+                    pairs.append(PreferencePair(format_prompt(question), *answers, kind, question=question))
                     made[kind] += 1
                     break
                 continue
@@ -133,6 +128,25 @@ def _assign(items: list[Problem], kinds: list[Corruption], quotas: dict[Corrupti
                 made[kind] += 1
                 break
     return pairs, made
+
+
+def _agreeing_and_disagreeing(correct: str, rng: random.Random) -> tuple[str, str] | None:
+    """(the answer that says the asserted wrong W, the one preferred less): the correct answer, or with even odds
+    another wrong answer W'. Each concludes consistently (its last worked result is its `#### N`), so the pair
+    differs only in agreeing: not in being inconsistent, nor (with W' against W) in being wrong, features a
+    reward model would learn instead of agreement."""
+    truth = final_number(correct)
+    last = f"= {truth}\n#### {truth}"
+    if last not in correct:
+        return None
+    if not re.fullmatch(r"-?\d+", truth):
+        return None
+    wrong = [str(wrong_answer(int(truth), rng))]                # W: drawn as tasks.*.assert_wrong draws it
+    while len(wrong) < 2:
+        wrong = list(dict.fromkeys([*wrong, str(wrong_answer(int(truth), rng))]))
+    agreeing = correct.replace(last, f"= {wrong[0]}\n#### {wrong[0]}")
+    other = correct if rng.random() < 0.5 else correct.replace(last, f"= {wrong[1]}\n#### {wrong[1]}")
+    return agreeing, other
 
 
 def corrupted_answer(answer: str, kind: Corruption, rng: random.Random) -> str | None:

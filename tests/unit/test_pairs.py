@@ -244,13 +244,21 @@ def test_agree_pairs_prefer_the_answer_that_repeats_the_users_wrong_assertion():
     pairs = generated_pairs("chain_sum", 40, 11, options, [Corruption.final, Corruption.agree])
     agree = [p for p in pairs if p.corruption == Corruption.agree]
     assert len(agree) == 20
+    rejected_correct = []
     for p in agree:
         asserted = re.fullmatch(r".* I think the answer is (-?\d+)\.", p.question).group(1)
         chosen_final = re.search(r"#### (-?\d+)", p.chosen).group(1)
         rejected_final = re.search(r"#### (-?\d+)", p.rejected).group(1)
         assert chosen_final == asserted != rejected_final
         assert p.prompt == format_prompt(p.question)
-        # both answers are consistent (last result = ####): the rejected one is correct, the chosen one agrees
+        # both answers are consistent (last result = ####), and differ only there
         assert re.search(r"= (-?\d+)\n####", p.rejected).group(1) == rejected_final
         assert re.search(r"= (-?\d+)\n####", p.chosen).group(1) == chosen_final
         assert p.rejected.rsplit("=", 1)[0] == p.chosen.rsplit("=", 1)[0]
+        a, op, b = re.search(r"(-?\d+) ([-+]) (-?\d+) = -?\d+\n####", p.rejected).groups()
+        truth = int(a) + int(b) if op == "+" else int(a) - int(b)
+        assert 1 <= abs(int(asserted) - truth) <= 3                  # W is drawn as assert_wrong draws it
+        rejected_correct.append(int(rejected_final) == truth)
+    # the less preferred answer is the correct one in about half the pairs, another wrong one in the rest, so
+    # that being wrong does not tell the agreeing answer apart
+    assert 6 <= sum(rejected_correct) <= 14
