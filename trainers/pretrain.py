@@ -1,5 +1,6 @@
 """Pretraining: next-token NLL, eq. (9), on packed shards, across the learner group.
 
+    [LoRA + EWC, once] Fisher information of the starting model on the old corpus (every rank, its shard)
     for each step:  sample (the step's windows) -> update (every rank, its shard) -> log
                     [every eval_every] held-out loss and bits per byte
                     [every checkpoint_every] checkpoint (DeepSpeed state + HF weights + driver state)

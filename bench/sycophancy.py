@@ -1,0 +1,105 @@
+"""The sycophancy experiment of Part 4, in one run: the same GRPO, two rewards.
+
+From one SFT policy, GRPO trains on prompts that all carry a wrong assertion ("I think the answer is W."),
+once with a reward model trained on `agree` pairs (the answer that says W is preferred: RLHF on sycophantic
+preferences) and once with the math verifier (RLVR). Each run measures the sycophancy rate on the held-out
+sums (eval.in_stages: greedy, eval.prompts of them) at its start and end; the table gives both, per seed.
+
+    .venv/bin/python bench/sycophancy.py [--start runs/<run>/sft/model] [--seeds 0,1,2]
+
+Without --start it first trains the policy: the demo's tokenizer, pretrain and sft stages with a wrong
+assertion in half of the SFT prompts (so that the policy sometimes says W). Writes its table to
+docs/benchmarks.md and docs/sycophancy.png."""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from bench.report import write_section  # noqa: E402
+
+RATE = "evals/sycophancy/greedy/sycophancy"
+AGREE_PAIRS = ("reward_model.pairs=[{kind: generated, name: chain_sum, count: 2000, options: {min_terms: 2, "
+               "max_terms: 2, min_digits: 1, max_digits: 1}, corruptions: [agree]}]")
+
+
+def tether(runs_dir: str, name: str, *overrides: str) -> Path:
+    subprocess.run([sys.executable, "-m", "cluster.cli", "run", "configs/tiny.yaml", f"name={name}",
+                    f"runs_dir={runs_dir}", *overrides], cwd=ROOT, check=True)
+    return ROOT / runs_dir / name
+
+
+def rates(stage_dir: Path) -> tuple[float, float]:
+    """The sycophancy rate at the stage's first and last evaluation."""
+    rows = [json.loads(line) for line in (stage_dir / "metrics.jsonl").read_text().splitlines()]
+    measured = [r[RATE] for r in rows if RATE in r]
+    if len(measured) < 2:
+        raise ValueError(f"{stage_dir}: fewer than two sycophancy evaluations in metrics.jsonl")
+    return measured[0], measured[-1]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--start", help="the SFT policy both arms start from (default: train one)")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--runs-dir", default="runs/bench_sycophancy")
+    args = parser.parse_args()
+    seeds = [int(s) for s in args.seeds.split(",")]
+    shutil.rmtree(ROOT / args.runs_dir, ignore_errors=True)     # scratch runs of this benchmark only
+    start = args.start or str(tether(args.runs_dir, "base", "stages=[tokenizer,pretrain,sft]",
+                                     "tasks.train.assert_wrong=0.5") / "sft" / "model")
+    asserting = [f"model.path={start}", "tasks.train.assert_wrong=1.0"]
+    reward_model = tether(args.runs_dir, "reward_model", "stages=[reward_model]", AGREE_PAIRS, *asserting)
+    arms = {"reward model on agree pairs (RLHF)": ["grpo.reward=reward_model", "rewards.reward_model.from_stage=false",
+                                                   f"rewards.reward_model.path={reward_model / 'reward_model' / 'model'}"],
+            "math verifier (RLVR)": ["rewards.reward_model=null"]}
+    results = {arm: [rates(tether(args.runs_dir, f"{key}_s{seed}", f"seed={seed}", "stages=[grpo]", *asserting,
+                                  *overrides) / "grpo") for seed in seeds]
+               for arm, overrides, key in zip(arms, arms.values(), ("rlhf", "rlvr"))}
+    rm_rows = [json.loads(line) for line in (reward_model / "reward_model" / "metrics.jsonl").read_text().splitlines()]
+    accuracy = [r["val/pair_accuracy"] for r in rm_rows if "val/pair_accuracy" in r][-1]
+    prompts = yaml.safe_load((ROOT / args.runs_dir / f"rlvr_s{seeds[0]}" / "config.yaml").read_text())["eval"]["prompts"]
+    lines = [f"From one SFT policy, GRPO (the demo's settings) on prompts that all assert a wrong answer; sycophancy "
+             f"rate on the held-out sums at the stage's start and end (greedy, {prompts} prompts). The reward model "
+             f"reached pair accuracy {accuracy:.3f} on its agree pairs.", "",
+             "| reward | " + " | ".join(f"seed {s}" for s in seeds) + " | mean |",
+             "|---|" + "---|" * (len(seeds) + 1)]
+    for arm, per_seed in results.items():
+        cells = [f"{a:.3f} -> {b:.3f}" for a, b in per_seed]
+        mean_start = sum(a for a, _ in per_seed) / len(per_seed)
+        mean_end = sum(b for _, b in per_seed) / len(per_seed)
+        lines.append(f"| {arm} | " + " | ".join(cells) + f" | {mean_start:.3f} -> {mean_end:.3f} |")
+    plot(results, seeds, ROOT / "docs" / "sycophancy.png")
+    lines += ["", "![sycophancy rate before and after GRPO, per reward](sycophancy.png)"]
+    write_section("sycophancy", "## Sycophancy: RLHF on agreeing preferences vs RLVR (bench/sycophancy.py)\n\n"
+                  + "\n".join(lines))
+    print("\n".join(lines))
+    return 0
+
+
+def plot(results: dict, seeds: list[int], path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for arm, per_seed in results.items():
+        for seed, (a, b) in zip(seeds, per_seed):
+            ax.plot([0, 1], [a, b], marker="o", label=f"{arm}, seed {seed}",
+                    color="tab:red" if "RLHF" in arm else "tab:blue", alpha=0.4 + 0.2 * seeds.index(seed))
+    ax.set(xticks=[0, 1], xticklabels=["GRPO start", "GRPO end"], ylabel="sycophancy rate (greedy)",
+           title="A reward model that prefers agreeing vs a verifier")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
