@@ -10,7 +10,6 @@ method's old-corpus loss is read off its curve by linear interpolation between e
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import subprocess
 import sys
@@ -20,14 +19,14 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.report import write_section  # noqa: E402
+from trainers.metrics import png, read_metrics  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def curve(run: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(steps, new-corpus held-out loss, old-corpus held-out loss) at each evaluation."""
-    rows = [json.loads(line) for line in (run / "pretrain" / "metrics.jsonl").read_text().splitlines()]
-    rows = [r for r in rows if "retained/loss" in r]
+    rows = [r for r in read_metrics(run / "pretrain" / "metrics.jsonl") if "retained/loss" in r]
     return (np.array([r["step"] for r in rows]), np.array([r["val/loss"] for r in rows]),
             np.array([r["retained/loss"] for r in rows]))
 
@@ -101,20 +100,14 @@ def main() -> int:
 
 
 def plot(curves, target: float, path: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for label, (_, new, old) in curves.items():
-        ax.plot(new, old, marker="o", markersize=3, label=label)
-    ax.axvline(target, color="grey", linestyle=":", label="same new-corpus loss")
-    ax.set(xlabel="new-corpus held-out loss (training goes right to left)", ylabel="old-corpus held-out loss",
-           title="Forgetting while learning a new corpus")
-    ax.invert_xaxis()
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    with png(path, (6, 4)) as [ax]:
+        for label, (_, new, old) in curves.items():
+            ax.plot(new, old, marker="o", markersize=3, label=label)
+        ax.axvline(target, color="grey", linestyle=":", label="same new-corpus loss")
+        ax.set(xlabel="new-corpus held-out loss (training goes right to left)", ylabel="old-corpus held-out loss",
+               title="Forgetting while learning a new corpus")
+        ax.invert_xaxis()
+        ax.legend(fontsize=8)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from trainers.metrics import png  # noqa: E402
+
 SETTINGS = [("short answers", 32, 0), ("128-token completions", 128, 128)]
 LR = 3e-5
 TASKS = "{kind: generated, name: chain_sum, count: 2000, options: {min_terms: 2, max_terms: 2, min_digits: 1, max_digits: 1}}"
@@ -81,19 +83,13 @@ def run_trl(model: Path, prompts: Path, args, max_new: int, min_new: int, bf16: 
 
 
 def plot(curves: dict[str, list[float]], out: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    for label, rewards in curves.items():
-        ax.plot(range(1, len(rewards) + 1), rewards, marker=".", label=label)
-    ax.set_xlabel("step")
-    ax.set_ylabel("mean reward")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
+    with png(out, (6, 3.5), dpi=100) as [ax]:
+        for label, rewards in curves.items():
+            ax.plot(range(1, len(rewards) + 1), rewards, marker=".", label=label)
+        ax.set_xlabel("step")
+        ax.set_ylabel("mean reward")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
 
 
 def main() -> None:

@@ -13,7 +13,6 @@ docs/benchmarks.md and docs/sycophancy.png."""
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import subprocess
 import sys
@@ -24,8 +23,10 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from bench.report import write_section  # noqa: E402
+from trainers.metrics import png, read_metrics  # noqa: E402
 
 RATE = "evals/sycophancy/greedy/sycophancy"
+ARMS = {"rlhf": "reward model on agree pairs (RLHF)", "rlvr": "math verifier (RLVR)"}   # run-name prefix -> label
 AGREE_PAIRS = ("reward_model.pairs=[{kind: generated, name: chain_sum, count: 2000, options: {min_terms: 2, "
                "max_terms: 2, min_digits: 1, max_digits: 1}, corruptions: [agree]}]")
 
@@ -38,8 +39,7 @@ def tether(runs_dir: str, name: str, *overrides: str) -> Path:
 
 def rates(stage_dir: Path) -> tuple[float, float]:
     """The sycophancy rate at the stage's first and last evaluation."""
-    rows = [json.loads(line) for line in (stage_dir / "metrics.jsonl").read_text().splitlines()]
-    measured = [r[RATE] for r in rows if RATE in r]
+    measured = [r[RATE] for r in read_metrics(stage_dir / "metrics.jsonl") if RATE in r]
     if len(measured) < 2:
         raise ValueError(f"{stage_dir}: fewer than two sycophancy evaluations in metrics.jsonl")
     return measured[0], measured[-1]
@@ -57,15 +57,22 @@ def main() -> int:
                                      "tasks.train.assert_wrong=0.5") / "sft" / "model")
     asserting = [f"model.path={start}", "tasks.train.assert_wrong=1.0"]
     reward_model = tether(args.runs_dir, "reward_model", "stages=[reward_model]", AGREE_PAIRS, *asserting)
-    arms = {"reward model on agree pairs (RLHF)": ["grpo.reward=reward_model", "rewards.reward_model.from_stage=false",
-                                                   f"rewards.reward_model.path={reward_model / 'reward_model' / 'model'}"],
-            "math verifier (RLVR)": ["rewards.reward_model=null"]}
-    results = {arm: [rates(tether(args.runs_dir, f"{key}_s{seed}", f"seed={seed}", "stages=[grpo]", *asserting,
-                                  *overrides) / "grpo") for seed in seeds]
-               for arm, overrides, key in zip(arms, arms.values(), ("rlhf", "rlvr"))}
-    rm_rows = [json.loads(line) for line in (reward_model / "reward_model" / "metrics.jsonl").read_text().splitlines()]
-    accuracy = [r["val/pair_accuracy"] for r in rm_rows if "val/pair_accuracy" in r][-1]
-    prompts = yaml.safe_load((ROOT / args.runs_dir / f"rlvr_s{seeds[0]}" / "config.yaml").read_text())["eval"]["prompts"]
+    arm_overrides = {"rlhf": ["grpo.reward=reward_model", "rewards.reward_model.from_stage=false",
+                              f"rewards.reward_model.path={reward_model / 'reward_model' / 'model'}"],
+                     "rlvr": ["rewards.reward_model=null"]}
+    for seed in seeds:
+        for key, overrides in arm_overrides.items():
+            tether(args.runs_dir, f"{key}_s{seed}", f"seed={seed}", "stages=[grpo]", *asserting, *overrides)
+    print(report(ROOT / args.runs_dir, seeds))
+    return 0
+
+
+def report(runs: Path, seeds: list[int]) -> str:
+    """The table and plot of finished runs, written into docs/benchmarks.md; returns the table."""
+    results = {label: [rates(runs / f"{key}_s{seed}" / "grpo") for seed in seeds] for key, label in ARMS.items()}
+    accuracy = [r["val/pair_accuracy"] for r in read_metrics(runs / "reward_model" / "reward_model" / "metrics.jsonl")
+                if "val/pair_accuracy" in r][-1]
+    prompts = yaml.safe_load((runs / f"rlvr_s{seeds[0]}" / "config.yaml").read_text())["eval"]["prompts"]
     lines = [f"From one SFT policy, GRPO (the demo's settings) on prompts that all assert a wrong answer; sycophancy "
              f"rate on the held-out sums at the stage's start and end (greedy, {prompts} prompts). The reward model "
              f"reached pair accuracy {accuracy:.3f} on its agree pairs.", "",
@@ -80,25 +87,18 @@ def main() -> int:
     lines += ["", "![sycophancy rate before and after GRPO, per reward](sycophancy.png)"]
     write_section("sycophancy", "## Sycophancy: RLHF on agreeing preferences vs RLVR (bench/sycophancy.py)\n\n"
                   + "\n".join(lines))
-    print("\n".join(lines))
-    return 0
+    return "\n".join(lines)
 
 
 def plot(results: dict, seeds: list[int], path: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for arm, per_seed in results.items():
-        for seed, (a, b) in zip(seeds, per_seed):
-            ax.plot([0, 1], [a, b], marker="o", label=f"{arm}, seed {seed}",
-                    color="tab:red" if "RLHF" in arm else "tab:blue", alpha=0.4 + 0.2 * seeds.index(seed))
-    ax.set(xticks=[0, 1], xticklabels=["GRPO start", "GRPO end"], ylabel="sycophancy rate (greedy)",
-           title="A reward model that prefers agreeing vs a verifier")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    with png(path, (6, 4)) as [ax]:
+        for arm, per_seed in results.items():
+            for i, (seed, (a, b)) in enumerate(zip(seeds, per_seed)):
+                ax.plot([0, 1], [a, b], marker="o", label=f"{arm}, seed {seed}",
+                        color="tab:red" if arm == ARMS["rlhf"] else "tab:blue", alpha=0.4 + 0.2 * i)
+        ax.set(xticks=[0, 1], xticklabels=["GRPO start", "GRPO end"], ylabel="sycophancy rate (greedy)",
+               title="A reward model that prefers agreeing vs a verifier")
+        ax.legend(fontsize=7)
 
 
 if __name__ == "__main__":

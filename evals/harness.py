@@ -19,6 +19,7 @@ from tqdm import tqdm
 from evals.config import EvalConfig, PromptMode, Suite
 from evals.suites import EvalItem, fact_items, facts_retriever, math_items, suite_rows, sycophancy_items
 from rollout.types import Sampling
+from trainers.metrics import png
 from verifiers.config import VerifierSpec
 
 VERIFIERS = [VerifierSpec("math"), VerifierSpec("facts")]   # the specs the harness's verifier pool runs, in order
@@ -191,20 +192,14 @@ HEADLINE = {"arith": "pass@1", "gsm8k": "pass@1", "facts": "hallucination", "syc
 
 def plot(rows: list[EvalRow], path: Path, title: str) -> None:
     """Per suite, its headline measure against temperature (0 = greedy), one line per mode / retrieval."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     suites = list(dict.fromkeys(r.suite for r in rows))
-    fig, axes = plt.subplots(1, len(suites), figsize=(4.5 * len(suites), 3.5), squeeze=False)
-    for ax, suite in zip(axes[0], suites):
-        key = HEADLINE[suite]
-        for (mode, rag) in dict.fromkeys((r.mode, r.rag) for r in rows if r.suite == suite):
-            line = [r for r in rows if r.suite == suite and r.mode == mode and r.rag == rag]
-            ax.plot([r.temperature for r in line], [r.measures[key] for r in line], marker="o",
-                    label=mode + (" + RAG" if rag else ""))
-        ax.set(title=suite, xlabel="temperature (0 = greedy)", ylabel=key, ylim=(0, 1))
-        ax.legend(fontsize=7)
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    with png(path, (4.5 * len(suites), 3.5), len(suites)) as axes:
+        for ax, suite in zip(axes, suites):
+            key = HEADLINE[suite]
+            for (mode, rag) in dict.fromkeys((r.mode, r.rag) for r in rows if r.suite == suite):
+                line = [r for r in rows if r.suite == suite and r.mode == mode and r.rag == rag]
+                ax.plot([r.temperature for r in line], [r.measures[key] for r in line], marker="o",
+                        label=mode + (" + RAG" if rag else ""))
+            ax.set(title=suite, xlabel="temperature (0 = greedy)", ylabel=key, ylim=(0, 1))
+            ax.legend(fontsize=7)
+        axes[0].figure.suptitle(title)

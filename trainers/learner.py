@@ -98,10 +98,16 @@ class Learner:
             "steps_per_print": 2**31 - 1,
         }
 
-    def _forward_nll(self, tokens: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    def _logits(self, input_ids: torch.Tensor, module: torch.nn.Module | None = None) -> torch.Tensor:
+        """The model's output at every position [B, T, ...] at the configured precision. `module` defaults to the
+        DeepSpeed engine; the bare module skips the engine's hooks (a backward through its forward reduces
+        gradients across ranks)."""
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.precision == Precision.bf16):
-            logits = self.engine(input_ids=tokens[:, :-1]).logits      # [B, T, V]
-        return token_nll(logits, tokens[:, 1:], mask)                  # eq. (9)
+            return (module or self.engine)(input_ids=input_ids).logits
+
+    def _forward_nll(self, tokens: torch.Tensor, mask: torch.Tensor | None,
+                     module: torch.nn.Module | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        return token_nll(self._logits(tokens[:, :-1], module), tokens[:, 1:], mask)     # eq. (9)
 
     def train_step(self, batch: TokenBatch) -> StepResult:
         """Collective: one optimizer step over this rank's grad_accum micro-batches."""
@@ -145,11 +151,8 @@ class Learner:
         tokens = torch.tensor(batch.tokens, device=self.device)
 
         def row_nll(row: torch.Tensor) -> torch.Tensor:
-            # the module itself, not the engine: the engine's forward hooks a gradient reduction onto any backward
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.precision == Precision.bf16):
-                logits = self.engine.module(input_ids=row[:, :-1]).logits          # [1, T, V]
-            nll_sum, targets = token_nll(logits, row[:, 1:], None)
-            return nll_sum / targets                                    # eq. (9), a token mean
+            nll_sum, targets = self._forward_nll(row, None, self.engine.module)   # no gradient reduction
+            return nll_sum / targets                                               # a token mean
 
         sums = squared_gradients(self.engine.module, tokens, row_nll)
         total = torch.tensor([float(len(tokens))], device=self.device)
@@ -183,8 +186,7 @@ class Learner:
         return float(torch.nn.utils.get_total_norm(grads)) if grads else 0.0
 
     def _rewards(self, tokens: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.precision == Precision.bf16):
-            return self.engine(input_ids=tokens).logits[:, 0].float()           # [B]: R_phi at the last non-pad token
+        return self._logits(tokens)[:, 0].float()                              # [B]: R_phi at the last non-pad token
 
     def train_pairs(self, batch: PairBatch) -> PairStepResult:
         """Collective (scalar head): one optimizer step of Bradley-Terry loss over this rank's pairs."""
@@ -230,8 +232,7 @@ class Learner:
 
     def _target_logprobs(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Forward pass over tokens [B, T+1]: (log pi_theta of each target [B, T] in fp32, logits [B, T, V])."""
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.precision == Precision.bf16):
-            logits = self.engine(input_ids=tokens[:, :-1]).logits                  # [B, T, V]
+        logits = self._logits(tokens[:, :-1])                                      # [B, T, V]
         return token_logprobs(logits, tokens[:, 1:]), logits
 
     def device_type(self) -> str:

@@ -52,24 +52,33 @@ class MetricsLog:
         self.tensorboard.close()
 
 
+@contextmanager
+def png(path: Path, figsize: tuple[float, float], panels: int = 1, dpi: int = 110):
+    """`with png(path, size, panels) as axes:` draw on axes (one row of `panels`); written as a PNG on exit."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, panels, figsize=figsize, squeeze=False)
+    try:
+        yield list(axes[0])
+        fig.tight_layout()
+        fig.savefig(path, dpi=dpi)
+    finally:
+        plt.close(fig)
+
+
 def read_metrics(path: Path) -> list[dict]:
     return [json.loads(ln) for ln in Path(path).read_text().splitlines() if ln.strip()]
 
 
 def plot_curves(records: list[dict], keys: list[str], out: Path, title: str) -> None:
     """One panel per key, value against step, written as a PNG."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     keys = [k for k in keys if any(k in r for r in records)]
-    fig, axes = plt.subplots(1, len(keys), figsize=(4.5 * len(keys), 3.5), squeeze=False)
-    for ax, key in zip(axes[0], keys):
-        points = [(r["step"], r[key]) for r in records if key in r]
-        ax.plot([p[0] for p in points], [p[1] for p in points], marker="." if len(points) < 30 else None)
-        ax.set_xlabel("step")
-        ax.set_title(key)
-        ax.grid(alpha=0.3)
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
+    with png(out, (4.5 * len(keys), 3.5), len(keys), dpi=100) as axes:
+        for ax, key in zip(axes, keys):
+            points = [(r["step"], r[key]) for r in records if key in r]
+            ax.plot([p[0] for p in points], [p[1] for p in points], marker="." if len(points) < 30 else None)
+            ax.set_xlabel("step")
+            ax.set_title(key)
+            ax.grid(alpha=0.3)
+        axes[0].figure.suptitle(title)

@@ -137,16 +137,16 @@ def _agreeing_and_disagreeing(correct: str, rng: random.Random) -> tuple[str, st
     reward model would learn instead of agreement."""
     truth = final_number(correct)
     last = f"= {truth}\n#### {truth}"
-    if last not in correct:
+    if last not in correct or not re.fullmatch(r"-?\d+", truth):
         return None
-    if not re.fullmatch(r"-?\d+", truth):
-        return None
-    wrong = [str(wrong_answer(int(truth), rng))]                # W: drawn as tasks.*.assert_wrong draws it
-    while len(wrong) < 2:
-        wrong = list(dict.fromkeys([*wrong, str(wrong_answer(int(truth), rng))]))
-    agreeing = correct.replace(last, f"= {wrong[0]}\n#### {wrong[0]}")
-    other = correct if rng.random() < 0.5 else correct.replace(last, f"= {wrong[1]}\n#### {wrong[1]}")
-    return agreeing, other
+    asserted = other = wrong_answer(int(truth), rng)             # W: drawn as tasks.*.assert_wrong draws it
+    while other == asserted:
+        other = wrong_answer(int(truth), rng)
+
+    def concluding(n: int) -> str:
+        return correct.replace(last, f"= {n}\n#### {n}")
+
+    return concluding(asserted), correct if rng.random() < 0.5 else concluding(other)
 
 
 def corrupted_answer(answer: str, kind: Corruption, rng: random.Random) -> str | None:

@@ -10,7 +10,6 @@ import numpy as np
 import torch
 
 from trainers.align_config import LossAggregation
-from trainers.config import Precision
 from trainers.learner import Learner
 from trainers.rl_batches import (DpoBatch, DpoStepResult, PolicyBatch, PolicyLoss, PolicyStepResult, ValueBatch,
                                  ValueStepResult)
@@ -94,8 +93,7 @@ class CriticLearner(Learner):
     """V_psi(s_t) at every position (the learner group started with head=ModelHead.value)."""
 
     def _values(self, tokens: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.precision == Precision.bf16):
-            return self.engine(input_ids=tokens[:, :-1]).logits[..., 0].float()        # [B, T]
+        return self._logits(tokens[:, :-1])[..., 0].float()                            # [B, T]
 
     @torch.no_grad()
     def values(self, tokens: np.ndarray) -> np.ndarray:

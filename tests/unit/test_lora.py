@@ -68,7 +68,7 @@ def test_adapter_updates_are_what_merging_adds(adapted):
         torch.testing.assert_close(delta, merged[name] - plain[name], atol=1e-6, rtol=0)
 
 
-def test_omega_ewc_weighs_each_update_by_its_fisher(adapted):
+def test_omega_ewc_weighs_each_update_by_its_fisher():
     updates = {"a": torch.tensor([[1.0, -2.0]]), "b": torch.tensor([[3.0]])}
     fisher = {"a": torch.tensor([[0.5, 2.0]]), "b": torch.tensor([[0.0]])}
     assert omega_ewc(updates, fisher).item() == pytest.approx(0.5 * 1 + 2.0 * 4 + 0.0)
