@@ -11,7 +11,7 @@ from typing import Iterator, Optional
 
 from cluster.config import STAGE_ORDER, JobConfig, Stage
 from cluster.pipeline import RunDirError, RunPaths, policy_model
-from trainers.align_config import PolicyUpdateConfig
+from trainers.align_config import CriticInit, PolicyUpdateConfig
 from evals.harness import StageEvals
 from trainers.alignment import Roles
 from trainers.config import LearnerConfig
@@ -40,9 +40,10 @@ def reward_model_dir(job: JobConfig, paths: RunPaths, stage: Stage) -> Optional[
 
 @contextmanager
 def alignment_roles(job: JobConfig, paths: RunPaths, stage: Stage, base: Path, learner_cfg: LearnerConfig, total_steps: int,
-                    reference: bool = False, critic_cfg: Optional[LearnerConfig] = None) -> Iterator[Roles]:
+                    reference: bool = False, critic_cfg: Optional[LearnerConfig] = None,
+                    critic_base: Optional[str] = None) -> Iterator[Roles]:
     """Policy learners holding `base`, rollout workers synced to them, the reward roles, and on request the
-    reference policy and a critic (initialised from `base`). Every actor is stopped on the way out."""
+    reference policy and a critic (initialised from `critic_base`). Every actor is stopped on the way out."""
     from cluster.groups import start_learners
     from cluster.rewarder import Rewarder
     from cluster.rollout_pool import RolloutPool
@@ -69,7 +70,7 @@ def alignment_roles(job: JobConfig, paths: RunPaths, stage: Stage, base: Path, l
                                              job.learner.timeout_s)
             started.append(roles.reference)
         if critic_cfg is not None:
-            roles.critic = start_learners(critic_cfg, str(base), total_steps, head=ModelHead.value,
+            roles.critic = start_learners(critic_cfg, critic_base or str(base), total_steps, head=ModelHead.value,
                                           actor_class=CriticLearner, role="critic")
             started.append(roles.critic)
         yield roles
@@ -118,8 +119,10 @@ def ppo_stage(job: JobConfig, paths: RunPaths) -> None:
     base, tokenizer, train, held_out = _start(job, paths, Stage.ppo)
     learner_cfg = policy_learner_config(job, cfg.update.lr, cfg.update.warmup_steps, cfg.update.minibatch_size)
     critic_cfg = dataclasses.replace(learner_cfg, lr=cfg.critic_lr)
-    total = cfg.steps * updates_per_step(cfg.prompts_per_step, cfg.update)
-    with alignment_roles(job, paths, Stage.ppo, base, learner_cfg, total, reference=True, critic_cfg=critic_cfg) as roles:
+    critic_base = reward_model_dir(job, paths, Stage.ppo) if cfg.critic_init == CriticInit.reward_model else str(base)
+    total = cfg.steps * updates_per_step(cfg.prompts_per_step * cfg.samples_per_prompt, cfg.update)
+    with alignment_roles(job, paths, Stage.ppo, base, learner_cfg, total, reference=True, critic_cfg=critic_cfg,
+                         critic_base=critic_base) as roles:
         run_ppo(roles, cfg, job.tasks, train, held_out, job.learner.num_ranks, tokenizer, out, job.seed, job.resume)
 
 

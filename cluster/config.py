@@ -16,8 +16,8 @@ from evals.knowledge import KnowledgeConfig, check_knowledge
 from rewards.config import RewardConfig
 from rollout.config import EngineKind, RolloutConfig
 from rollout.types import Sampling
-from trainers.align_config import (DpoConfig, GrpoConfig, PpoConfig, ReferenceConfig, RewardTerms, RsftConfig, SftConfig,
-                                   TaskKind, TasksConfig)
+from trainers.align_config import (CriticInit, DpoConfig, GrpoConfig, PpoConfig, ReferenceConfig, RewardTerms,
+                                   RsftConfig, SftConfig, TaskKind, TasksConfig)
 from trainers.config import (CorpusConfig, LearnerConfig, ModelConfig, PairSourceKind, PretrainConfig,
                              Regulariser, RewardModelConfig, TokenizerConfig)
 from trainers.tokenizer import SPECIAL_TOKENS
@@ -302,10 +302,14 @@ def validate_alignment(job: JobConfig, need) -> None:
     if Stage.ppo in stages:
         p = job.ppo
         update("ppo.update", p.update)
-        need(p.steps >= 1 and p.prompts_per_step >= 1, "ppo: needs steps >= 1 and prompts_per_step >= 1")
+        need(p.steps >= 1 and p.prompts_per_step >= 1 and p.samples_per_prompt >= 1,
+             "ppo: needs steps, prompts_per_step and samples_per_prompt >= 1")
         need(0 < p.gamma <= 1 and 0 <= p.lam <= 1, "ppo: gamma must be in (0, 1] and lam in [0, 1]")
         need(p.kl_target is None or p.kl_target > 0, "ppo.kl_target: must be > 0 or null")
         need(p.kl_bound > 0 and p.critic_lr > 0, "ppo: kl_bound and critic_lr must be > 0")
+        rm = job.rewards.reward_model
+        need(p.critic_init != CriticInit.reward_model or (rm is not None and rm.http is None),
+             "ppo.critic_init=reward_model needs a local reward model (rewards.reward_model with from_stage or path)")
         need(p.value_clip is None or p.value_clip > 0, "ppo.value_clip: must be > 0 or null")
         rewards_for("ppo", p.reward)
     if Stage.dpo in stages:

@@ -164,6 +164,14 @@ class GrpoConfig:
     """Stop this invocation, with a checkpoint, after this many steps; `resume=true` continues."""
 
 
+class CriticInit(Enum):
+    policy = "policy"
+    """The starting policy's backbone with a new value head."""
+    reward_model = "reward_model"
+    """The reward model, head included (Ouyang et al. 2022): V starts out reading the reward model's score
+    at every prefix. It needs a local reward model that shares the policy's tokenizer."""
+
+
 class KlPlacement(Enum):
     reward = "reward"
     """-beta * k1 added to each token's reward (the classic RLHF setup)."""
@@ -176,7 +184,10 @@ class PpoConfig:
     steps: int = 20
     """Policy (and critic) updates."""
     prompts_per_step: int = 32
-    """Prompts sampled per step, one response each."""
+    """Prompts sampled per step."""
+    samples_per_prompt: int = 1
+    """Responses per prompt (each its own GAE episode; more of them show the critic the spread of rewards
+    one prompt can get)."""
     temperature: float = 1.0
     """Sampling temperature of the rollouts."""
     reward: RewardTerms = RewardTerms.reward_model
@@ -192,6 +203,8 @@ class PpoConfig:
     """Discount of GAE."""
     lam: float = 0.95
     """lambda of GAE."""
+    critic_init: CriticInit = CriticInit.policy
+    """What the critic starts from."""
     critic_lr: float = 5e-4
     """Peak learning rate of the critic."""
     value_clip: Optional[float] = 0.2

@@ -79,7 +79,8 @@ def evaluate(roles: Roles, tasks: list[Task], cfg: TasksConfig, seed: int) -> di
 
 def rollout_stats(rollouts: list[Rollout], generate_s: float) -> dict[str, float]:
     tokens = sum(len(r.response_ids) for r in rollouts)
-    return {"rollout/response_tokens": tokens / len(rollouts), "rollout/tokens_per_s": tokens / max(generate_s, 1e-9),
+    return {"rollout/responses": float(len(rollouts)), "rollout/response_tokens": tokens / len(rollouts),
+            "rollout/tokens_per_s": tokens / max(generate_s, 1e-9),
             "rollout/truncated": float(np.mean([r.finish_reason == FinishReason.length for r in rollouts]))}
 
 

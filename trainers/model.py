@@ -77,6 +77,7 @@ def load_value_model(path: str | Path, dtype: torch.dtype = torch.float32) -> Pr
     the backbone loads and the value head starts at random (the same in every run)."""
     config = AutoConfig.from_pretrained(str(path))
     config.num_labels = 1
+    config.classifier_dropout = 0.0  # values are read without dropout at rollout time; train on the same features
     with torch.random.fork_rng():
         torch.manual_seed(0)
         return AutoModelForTokenClassification.from_pretrained(str(path), config=config, dtype=dtype)

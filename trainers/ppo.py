@@ -3,7 +3,7 @@ E[R(x, y)] - beta KL(pi || pi_ref) with a critic, GAE and the clipped surrogate.
 
     for each step:
         sample     prompts_per_step tasks (a function of seed and step)
-        generate   one response per prompt on the rollout workers
+        generate   samples_per_prompt responses per prompt on the rollout workers
         reward     the reward model's score (and/or verifiers) per response
         reference  log pi_ref and log pi_old of every response token
         values     V(s_t) from the critic
@@ -74,9 +74,11 @@ def run_ppo(roles: Roles, cfg: PpoConfig, tasks_cfg: TasksConfig, train: list[Ta
         with timer("sample"):
             tasks = step_tasks(train, cfg.prompts_per_step, seed, state.step)
         with timer("generate"):
-            rollouts = sample_rollouts(roles.pool, tasks, 1, cfg.temperature, tasks_cfg, seed, state.step)
+            rollouts = sample_rollouts(roles.pool, tasks, cfg.samples_per_prompt, cfg.temperature, tasks_cfg, seed,
+                                       state.step)
         with timer("reward"):
-            scored = roles.rewarder.score(tasks, rollouts, cfg.reward)
+            scored = roles.rewarder.score([t for t in tasks for _ in range(cfg.samples_per_prompt)], rollouts,
+                                          cfg.reward)
         rows = step_rows(rollouts, [0.0] * len(rollouts), tokenizer.pad_token_id, cfg.update.minibatch_size)
         mask = rows.loss_mask
         with timer("reference"):

@@ -25,8 +25,8 @@ SHORT = ["tokenizer.vocab_size=512", "tokenizer.train_chars=2000000", "model.hid
          "grpo.steps=2", "grpo.prompts_per_step=4", "grpo.group_size=4", "grpo.update.minibatch_size=16",
          "grpo.eval_every=2", "grpo.checkpoint_every=1", "rsft.rounds=1", "rsft.prompts_per_round=4",
          "rsft.samples_per_prompt=4", "rsft.sft_steps=2", "rsft.batch_size=16", "rsft.keep=passing",
-         "rsft.min_reward=0.0", "ppo.steps=2", "ppo.prompts_per_step=16", "ppo.update.minibatch_size=16",
-         "ppo.eval_every=2", "ppo.checkpoint_every=1", "dpo.pairs=[{name: chain_sum, count: 40, options: {max_digits: 2}}]",
+         "rsft.min_reward=0.0", "ppo.steps=2", "ppo.prompts_per_step=4", "ppo.samples_per_prompt=4",
+         "ppo.critic_init=reward_model", "ppo.update.minibatch_size=16", "ppo.eval_every=2", "ppo.checkpoint_every=1", "dpo.pairs=[{name: chain_sum, count: 40, options: {max_digits: 2}}]",
          "dpo.steps=2", "dpo.eval_every=1", "dpo.checkpoint_every=2", "dpo.max_len=128", "eval.prompts=16"]
 ALIGNMENT = ["sft", "grpo", "rsft", "ppo", "dpo"]
 
@@ -91,6 +91,7 @@ def test_alignment_stages_write_metrics_plots_models_and_the_report(run_dir):
     assert grpo[1]["policy/kl_to_ref"] == pytest.approx(0.0, abs=1e-6)  # pi_ref is the starting policy
     ppo = records(run_dir / "ppo/metrics.jsonl")
     assert {"ppo/kl_per_response", "critic/loss", "reward/model_score"} <= set(ppo[1])
+    assert ppo[1]["rollout/responses"] == 16                   # 4 prompts x ppo.samples_per_prompt
     assert "eval/reward_model_score" in ppo[0] and "eval/reward_model_score" in ppo[-1]
     assert records(run_dir / "rsft/metrics.jsonl")[-1]["rsft/kept"] == 16  # keep=passing, min_reward 0: all
     dpo = records(run_dir / "dpo/metrics.jsonl")

@@ -107,3 +107,21 @@ def test_reward_model_worker_batches_like_single_rows(tmp_path):
     single = [worker.score([p], [r])[0] for p, r in zip(prompts, responses)]
     assert batched == pytest.approx(single, abs=1e-5)  # right padding never changes a row's score
     assert len(set(np.round(batched, 4))) == 5
+
+
+def test_critic_from_a_reward_model_reads_its_score_at_every_prefix(tmp_path):
+    """ppo.critic_init=reward_model: V(prefix up to t) is the reward model's score of that prefix."""
+    from transformers import LlamaConfig, LlamaForSequenceClassification
+    from trainers.model import load_value_model
+    config = LlamaConfig(vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=2, pad_token_id=0, num_labels=1)
+    torch.manual_seed(0)
+    LlamaForSequenceClassification(config).save_pretrained(str(tmp_path))
+    worker = RewardModelWorker(str(tmp_path), batch_size=4)
+    critic = load_value_model(tmp_path).eval()
+    tokens = [5, 6, 7, 21, 22, 23]
+    with torch.no_grad():
+        values = critic(torch.tensor([tokens])).logits[0, :, 0]                     # [T]
+    prefixes = worker.score([tokens[:1]] * 5, [tokens[1:t + 1] for t in range(1, 6)])
+    assert values[1:].tolist() == pytest.approx(prefixes, abs=1e-5)
+    assert len(set(np.round(prefixes, 4))) == 5
