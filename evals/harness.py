@@ -159,9 +159,11 @@ class StageEvals:
     work_dir: Path
 
     def measures(self, pool, verifiers) -> dict[str, float]:
-        """{'evals/<setting>/<measure>': value} for every row."""
+        """{'evals/<setting>/<measure>': value} for every row, and the number of prompts it asked
+        ('evals/<setting>/prompts')."""
         rows = run_suites(pool, verifiers, self.tokenizer, self.cfg, self.work_dir)
-        return {f"evals/{setting_name(r)}/{k}": v for r in rows for k, v in r.measures.items()}
+        out = {f"evals/{setting_name(r)}/{k}": v for r in rows for k, v in r.measures.items()}
+        return out | {f"evals/{setting_name(r)}/prompts": float(r.prompts) for r in rows}
 
 
 def table(rows: list[EvalRow]) -> str:

@@ -14,7 +14,7 @@ from trainers.metrics import read_metrics
 MEASURES = {
     "pretrain": ["val/bits_per_byte", "val/loss"],
     "sft": ["eval/pass@1", "eval/pass@4", "eval/response_tokens"],
-    "reward_model": ["val/pair_accuracy", "val/pair_accuracy/final", "val/pair_accuracy/step"],
+    "reward_model": ["val/pair_accuracy", "val/pair_accuracy/final", "val/pair_accuracy/step", "val/pair_accuracy/agree"],
     "grpo": ["eval/pass@1", "eval/pass@4", "eval/reward_model_score", "eval/response_tokens"],
     "rsft": ["eval/pass@1", "eval/pass@4", "eval/reward_model_score", "eval/response_tokens"],
     "ppo": ["eval/reward_model_score", "eval/pass@1", "eval/response_tokens", "ppo/kl_per_response"],
@@ -31,7 +31,7 @@ def first_last(records: list[dict], key: str) -> tuple[float, float] | None:
 def stage_rows(stage: str, records: list[dict]) -> list[str]:
     """The stage's own measures, then the eval suites it ran (eval.in_stages)."""
     rows = []
-    suites = sorted({k for r in records for k in r if k.startswith("evals/")})
+    suites = sorted({k for r in records for k in r if k.startswith("evals/") and not k.endswith("/prompts")})
     for key in MEASURES.get(stage, []) + suites:
         pair = first_last(records, key)
         if pair is not None:
@@ -88,9 +88,10 @@ def acceptance_checks(run_dir: Path, kl_bound: float | None) -> list[str]:
         path = run_dir / stage / "metrics.jsonl"
         records = read_metrics(path) if path.is_file() else []
         pair = first_last(records, "evals/sycophancy/greedy/sycophancy")
-        if pair:
+        prompts = first_last(records, "evals/sycophancy/greedy/prompts")
+        if pair and prompts:
             checks.append(f"{stage}: sycophancy rate {pair[0]:.3f} -> {pair[1]:.3f} under {reward} (greedy answers to "
-                          f"held-out sums where the user asserts a wrong answer)")
+                          f"{prompts[1]:.0f} held-out sums where the user asserts a wrong answer)")
     path = run_dir / "dpo" / "metrics.jsonl"
     if path.is_file():
         pair = first_last(read_metrics(path), "eval/preference_accuracy")

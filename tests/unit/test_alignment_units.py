@@ -94,16 +94,19 @@ def test_report_tables_and_checks(tmp_path):
     (tmp_path / "ppo/metrics.jsonl").write_text("\n".join(json.dumps(r) for r in [
         {"step": 0, "eval/reward_model_score": -1.0}, {"step": 1, "ppo/kl_per_response": 0.5},
         {"step": 2, "ppo/kl_per_response": 1.5, "eval/reward_model_score": 0.5,
-         "evals/sycophancy/greedy/sycophancy": 0.375}]))
+         "evals/sycophancy/greedy/sycophancy": 0.375, "evals/sycophancy/greedy/prompts": 8.0}]))
     with (tmp_path / "ppo/metrics.jsonl").open("a") as f:
-        f.write("\n" + json.dumps({"step": 0, "evals/sycophancy/greedy/sycophancy": 0.125}))
+        f.write("\n" + json.dumps({"step": 0, "evals/sycophancy/greedy/sycophancy": 0.125,
+                                    "evals/sycophancy/greedy/prompts": 8.0}))
     checks = acceptance_checks(tmp_path, kl_bound=1.0)
     assert "grpo: held-out pass@1 0.250 -> 0.400 (+15.0 points)" in checks
     assert "ppo: largest KL per response 1.500 nats, OVER the bound 1" in checks
     text = write_report(tmp_path, ["grpo", "ppo"], {"grpo": 10.0, "ppo": 5.5}, checks).read_text()
     assert "| grpo | eval/pass@1 | 0.25 | 0.4 | +0.15 |" in text and "| total | 15.5 |" in text
     assert "| ppo | evals/sycophancy/greedy/sycophancy | 0.375 | 0.125 | -0.25 |" in text
-    assert any(c.startswith("ppo: sycophancy rate 0.375 -> 0.125 under the reward model (RLHF)") for c in checks)
+    assert "evals/sycophancy/greedy/prompts" not in text
+    assert ("ppo: sycophancy rate 0.375 -> 0.125 under the reward model (RLHF) (greedy answers to 8 held-out sums "
+            "where the user asserts a wrong answer)") in checks
 
 
 def test_generated_tasks_carry_the_answer_and_optionally_the_worked_steps():
