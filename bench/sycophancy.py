@@ -1,15 +1,18 @@
-"""The sycophancy experiment of Part 4, in one run: the same GRPO, two rewards.
+"""The sycophancy experiment of Part 4, in one run: two optimisers on a sycophantic reward, one on a verifier.
 
-From one SFT policy, GRPO trains on prompts that all carry a wrong assertion ("I think the answer is W."),
-once with a reward model trained on `agree` pairs (the answer that says W is preferred: RLHF on sycophantic
-preferences) and once with the math verifier (RLVR). Each run measures the sycophancy rate on the held-out
-sums (eval.in_stages: greedy, eval.prompts of them) at its start and end; the table gives both, per seed.
+From one SFT policy, on prompts that all carry a wrong assertion ("I think the answer is W."), three arms:
+GRPO and PPO with a reward model trained on `agree` pairs (the answer that says W is preferred: RLHF on
+sycophantic preferences), and GRPO with the math verifier (RLVR). Each run measures the sycophancy rate on
+the held-out sums (eval.in_stages: greedy, eval.prompts of them) at its start and end; the table gives
+both, per seed. PPO samples 4 responses per prompt (ppo.samples_per_prompt) and its critic starts as the
+reward model (ppo.critic_init).
 
-    .venv/bin/python bench/sycophancy.py [--start runs/<run>/sft/model] [--seeds 0,1,2]
+    .venv/bin/python bench/sycophancy.py [--start runs/<run>/sft/model] [--seeds 0,1,2] [--resume]
 
 Without --start it first trains the policy: the demo's tokenizer, pretrain and sft stages with a wrong
-assertion in half of the SFT prompts (so that the policy sometimes says W). Writes its table to
-docs/benchmarks.md and docs/sycophancy.png."""
+assertion in half of the SFT prompts (so that the policy sometimes says W). --resume keeps the runs that
+finished (a long benchmark can be continued). Writes its table to docs/benchmarks.md and
+docs/sycophancy.png."""
 from __future__ import annotations
 
 import argparse
@@ -26,12 +29,17 @@ from bench.report import write_section  # noqa: E402
 from trainers.metrics import png, read_metrics  # noqa: E402
 
 RATE = "evals/sycophancy/greedy/sycophancy"
-ARMS = {"rlhf": "reward model on agree pairs (RLHF)", "rlvr": "math verifier (RLVR)"}   # run-name prefix -> label
+ARMS = {"rlhf": ("grpo", "GRPO, reward model on agree pairs (RLHF)"),    # run-name prefix -> (stage, label)
+        "ppo": ("ppo", "PPO, reward model on agree pairs (RLHF)"),
+        "rlvr": ("grpo", "GRPO, math verifier (RLVR)")}
 AGREE_PAIRS = ("reward_model.pairs=[{kind: generated, name: chain_sum, count: 2000, options: {min_terms: 2, "
                "max_terms: 2, min_digits: 1, max_digits: 1}, corruptions: [agree]}]")
 
 
-def tether(runs_dir: str, name: str, *overrides: str) -> Path:
+def tether(runs_dir: str, name: str, *overrides: str, done: str | None = None) -> Path:
+    """Runs configs/tiny.yaml with the overrides, unless the stage `done` of that run already wrote its model."""
+    if done is not None and (ROOT / runs_dir / name / done / "model" / "config.json").is_file():
+        return ROOT / runs_dir / name
     subprocess.run([sys.executable, "-m", "cluster.cli", "run", "configs/tiny.yaml", f"name={name}",
                     f"runs_dir={runs_dir}", *overrides], cwd=ROOT, check=True)
     return ROOT / runs_dir / name
@@ -50,33 +58,42 @@ def main() -> int:
     parser.add_argument("--start", help="the SFT policy both arms start from (default: train one)")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--runs-dir", default="runs/bench_sycophancy")
+    parser.add_argument("--resume", action="store_true", help="keep the runs that finished")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
-    shutil.rmtree(ROOT / args.runs_dir, ignore_errors=True)     # scratch runs of this benchmark only
+    if not args.resume:
+        shutil.rmtree(ROOT / args.runs_dir, ignore_errors=True)     # scratch runs of this benchmark only
     start = args.start or str(tether(args.runs_dir, "base", "stages=[tokenizer,pretrain,sft]",
-                                     "tasks.train.assert_wrong=0.5") / "sft" / "model")
+                                     "tasks.train.assert_wrong=0.5", done="sft") / "sft" / "model")
     asserting = [f"model.path={start}", "tasks.train.assert_wrong=1.0"]
-    reward_model = tether(args.runs_dir, "reward_model", "stages=[reward_model]", AGREE_PAIRS, *asserting)
-    arm_overrides = {"rlhf": ["grpo.reward=reward_model", "rewards.reward_model.from_stage=false",
-                              f"rewards.reward_model.path={reward_model / 'reward_model' / 'model'}"],
+    reward_model = tether(args.runs_dir, "reward_model", "stages=[reward_model]", AGREE_PAIRS, *asserting,
+                          done="reward_model")
+    served = ["rewards.reward_model.from_stage=false",
+              f"rewards.reward_model.path={reward_model / 'reward_model' / 'model'}"]
+    arm_overrides = {"rlhf": ["grpo.reward=reward_model", *served],
+                     "ppo": [*served, "ppo.samples_per_prompt=4", "ppo.update.minibatch_size=64",
+                             "ppo.critic_init=reward_model"],
                      "rlvr": ["rewards.reward_model=null"]}
     for seed in seeds:
         for key, overrides in arm_overrides.items():
-            tether(args.runs_dir, f"{key}_s{seed}", f"seed={seed}", "stages=[grpo]", *asserting, *overrides)
+            stage = ARMS[key][0]
+            tether(args.runs_dir, f"{key}_s{seed}", f"seed={seed}", f"stages=[{stage}]", *asserting, *overrides,
+                   done=stage)
     print(report(ROOT / args.runs_dir, seeds))
     return 0
 
 
 def report(runs: Path, seeds: list[int]) -> str:
     """The table and plot of finished runs, written into docs/benchmarks.md; returns the table."""
-    results = {label: [rates(runs / f"{key}_s{seed}" / "grpo") for seed in seeds] for key, label in ARMS.items()}
+    results = {label: [rates(runs / f"{key}_s{seed}" / stage) for seed in seeds] for key, (stage, label) in ARMS.items()}
     accuracy = [r["val/pair_accuracy"] for r in read_metrics(runs / "reward_model" / "reward_model" / "metrics.jsonl")
                 if "val/pair_accuracy" in r][-1]
     prompts = yaml.safe_load((runs / f"rlvr_s{seeds[0]}" / "config.yaml").read_text())["eval"]["prompts"]
-    lines = [f"From one SFT policy, GRPO (the demo's settings) on prompts that all assert a wrong answer; sycophancy "
-             f"rate on the held-out sums at the stage's start and end (greedy, {prompts} prompts). The reward model "
-             f"reached pair accuracy {accuracy:.3f} on its agree pairs.", "",
-             "| reward | " + " | ".join(f"seed {s}" for s in seeds) + " | mean |",
+    lines = [f"From one SFT policy, GRPO (the demo's settings) and PPO (the demo's, with 4 responses per prompt and "
+             f"the critic started as the reward model) on prompts that all assert a wrong answer; sycophancy rate on "
+             f"the held-out sums at the stage's start and end (greedy, {prompts} prompts). The reward model reached "
+             f"pair accuracy {accuracy:.3f} on its agree pairs.", "",
+             "| optimiser, reward | " + " | ".join(f"seed {s}" for s in seeds) + " | mean |",
              "|---|" + "---|" * (len(seeds) + 1)]
     for arm, per_seed in results.items():
         cells = [f"{a:.3f} -> {b:.3f}" for a, b in per_seed]
@@ -84,7 +101,7 @@ def report(runs: Path, seeds: list[int]) -> str:
         mean_end = sum(b for _, b in per_seed) / len(per_seed)
         lines.append(f"| {arm} | " + " | ".join(cells) + f" | {mean_start:.3f} -> {mean_end:.3f} |")
     plot(results, seeds, ROOT / "docs" / "sycophancy.png")
-    lines += ["", "![sycophancy rate before and after GRPO, per reward](sycophancy.png)"]
+    lines += ["", "![sycophancy rate before and after training, per arm](sycophancy.png)"]
     write_section("sycophancy", "## Sycophancy: RLHF on agreeing preferences vs RLVR (bench/sycophancy.py)\n\n"
                   + "\n".join(lines))
     return "\n".join(lines)
@@ -92,11 +109,10 @@ def report(runs: Path, seeds: list[int]) -> str:
 
 def plot(results: dict, seeds: list[int], path: Path) -> None:
     with png(path, (6, 4)) as [ax]:
-        for arm, per_seed in results.items():
+        for colour, (arm, per_seed) in zip(["tab:red", "tab:orange", "tab:blue"], results.items()):
             for i, (seed, (a, b)) in enumerate(zip(seeds, per_seed)):
-                ax.plot([0, 1], [a, b], marker="o", label=f"{arm}, seed {seed}",
-                        color="tab:red" if arm == ARMS["rlhf"] else "tab:blue", alpha=0.4 + 0.2 * i)
-        ax.set(xticks=[0, 1], xticklabels=["GRPO start", "GRPO end"], ylabel="sycophancy rate (greedy)",
+                ax.plot([0, 1], [a, b], marker="o", label=f"{arm}, seed {seed}", color=colour, alpha=0.4 + 0.2 * i)
+        ax.set(xticks=[0, 1], xticklabels=["start", "end"], ylabel="sycophancy rate (greedy)",
                title="A reward model that prefers agreeing vs a verifier")
         ax.legend(fontsize=7)
 
