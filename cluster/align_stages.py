@@ -43,7 +43,8 @@ def alignment_roles(job: JobConfig, paths: RunPaths, stage: Stage, base: Path, l
                     reference: bool = False, critic_cfg: Optional[LearnerConfig] = None,
                     critic_base: Optional[str] = None) -> Iterator[Roles]:
     """Policy learners holding `base`, rollout workers synced to them, the reward roles, and on request the
-    reference policy and a critic (initialised from `critic_base`). Every actor is stopped on the way out."""
+    reference policy and a critic (critic_cfg, initialised from the model dir critic_base). Every actor is
+    stopped on the way out."""
     from cluster.groups import start_learners
     from cluster.rewarder import Rewarder
     from cluster.rollout_pool import RolloutPool
@@ -70,7 +71,7 @@ def alignment_roles(job: JobConfig, paths: RunPaths, stage: Stage, base: Path, l
                                              job.learner.timeout_s)
             started.append(roles.reference)
         if critic_cfg is not None:
-            roles.critic = start_learners(critic_cfg, critic_base or str(base), total_steps, head=ModelHead.value,
+            roles.critic = start_learners(critic_cfg, critic_base, total_steps, head=ModelHead.value,
                                           actor_class=CriticLearner, role="critic")
             started.append(roles.critic)
         yield roles
