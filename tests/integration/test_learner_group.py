@@ -46,7 +46,7 @@ def test_two_ranks_equal_one_rank(ray_cluster, tiny_corpus, stage):
     assert gap < 1e-5
 
 
-@pytest.mark.parametrize("stage", [2, 3])
+@pytest.mark.parametrize("stage", [3])   # ZeRO-2: the e2e GRPO kill-and-resume test resumes its learners
 def test_resume_equals_uninterrupted(ray_cluster, tiny_corpus, tmp_path, stage):
     """N steps straight == N/2 steps, the learners killed, and N/2 more resumed from the checkpoint."""
     learner = dataclasses.replace(BASE, zero_stage=stage, num_ranks=2, micro_batch=2, grad_accum=2, lr=3e-3,
