@@ -40,11 +40,10 @@ def reward_model_dir(job: JobConfig, paths: RunPaths, stage: Stage) -> Optional[
 
 @contextmanager
 def alignment_roles(job: JobConfig, paths: RunPaths, stage: Stage, base: Path, learner_cfg: LearnerConfig, total_steps: int,
-                    reference: bool = False, critic_cfg: Optional[LearnerConfig] = None,
-                    critic_base: Optional[str] = None) -> Iterator[Roles]:
+                    reference: bool = False, critic: Optional[tuple[LearnerConfig, str]] = None) -> Iterator[Roles]:
     """Policy learners holding `base`, rollout workers synced to them, the reward roles, and on request the
-    reference policy and a critic (critic_cfg, initialised from the model dir critic_base). Every actor is
-    stopped on the way out."""
+    reference policy and a critic (critic: its learner settings and the model dir it starts from). Every
+    actor is stopped on the way out."""
     from cluster.groups import start_learners
     from cluster.rewarder import Rewarder
     from cluster.rollout_pool import RolloutPool
@@ -70,8 +69,8 @@ def alignment_roles(job: JobConfig, paths: RunPaths, stage: Stage, base: Path, l
             roles.reference = ReferenceActor(str(base), job.reference, job.learner.precision == Precision.bf16,
                                              job.learner.timeout_s)
             started.append(roles.reference)
-        if critic_cfg is not None:
-            roles.critic = start_learners(critic_cfg, critic_base, total_steps, head=ModelHead.value,
+        if critic is not None:
+            roles.critic = start_learners(*critic, total_steps, head=ModelHead.value,
                                           actor_class=CriticLearner, role="critic")
             started.append(roles.critic)
         yield roles
@@ -122,8 +121,8 @@ def ppo_stage(job: JobConfig, paths: RunPaths) -> None:
     critic_cfg = dataclasses.replace(learner_cfg, lr=cfg.critic_lr)
     critic_base = reward_model_dir(job, paths, Stage.ppo) if cfg.critic_init == CriticInit.reward_model else str(base)
     total = cfg.steps * updates_per_step(cfg.prompts_per_step * cfg.samples_per_prompt, cfg.update)
-    with alignment_roles(job, paths, Stage.ppo, base, learner_cfg, total, reference=True, critic_cfg=critic_cfg,
-                         critic_base=critic_base) as roles:
+    with alignment_roles(job, paths, Stage.ppo, base, learner_cfg, total, reference=True,
+                         critic=(critic_cfg, critic_base)) as roles:
         run_ppo(roles, cfg, job.tasks, train, held_out, job.learner.num_ranks, tokenizer, out, job.seed, job.resume)
 
 

@@ -57,6 +57,11 @@ def sample_rollouts(pool, tasks: list[Task], n: int, temperature: float, tasks_c
             for t, group in zip(tasks, groups) for r in group]
 
 
+def rollout_tasks(tasks: list[Task], n: int) -> list[Task]:
+    """The task each of sample_rollouts(..., tasks, n, ...)'s rollouts answers."""
+    return [t for t in tasks for _ in range(n)]
+
+
 def evaluate(roles: Roles, tasks: list[Task], cfg: TasksConfig, seed: int) -> dict[str, float]:
     """Held-out measures of the policy the rollout workers hold: pass@1 and pass@k (every applicable
     verifier passed), the reward model's mean score, and the mean response length."""

@@ -21,8 +21,8 @@ from tqdm import tqdm
 from rollout.types import FinishReason, Rollout
 from trainers.advantages import group_advantages, reinforce_pp_baseline, rloo_advantages
 from trainers.align_config import AdvantageKind, GrpoConfig, TasksConfig
-from trainers.alignment import (Roles, begin_stage, evaluate, finish_stage, rollout_stats, sample_rollouts,
-                                save_stage_checkpoint, step_rows, step_tasks, update_policy)
+from trainers.alignment import (Roles, begin_stage, evaluate, finish_stage, rollout_stats, rollout_tasks,
+                                sample_rollouts, save_stage_checkpoint, step_rows, step_tasks, update_policy)
 from trainers.checkpoints import Checkpoints, DriverState
 from trainers.metrics import MetricsLog, PhaseTimer
 from trainers.tasks import Task
@@ -61,7 +61,7 @@ def run_grpo(roles: Roles, cfg: GrpoConfig, tasks_cfg: TasksConfig, train: list[
         with timer("generate"):
             rollouts = sample_rollouts(roles.pool, tasks, cfg.group_size, cfg.temperature, tasks_cfg, seed, state.step)
         with timer("reward"):
-            scored = roles.rewarder.score([t for t in tasks for _ in range(cfg.group_size)], rollouts, cfg.reward)
+            scored = roles.rewarder.score(rollout_tasks(tasks, cfg.group_size), rollouts, cfg.reward)
         with timer("advantage"):
             rewards = scored.rewards.reshape(len(tasks), cfg.group_size)                          # [G, n]
             advantages = ADVANTAGES[cfg.advantage](torch.from_numpy(rewards)).numpy().reshape(-1)  # [G*n]

@@ -25,8 +25,8 @@ from tqdm import tqdm
 from trainers.advantages import gae, whiten
 from trainers.align_config import KlPlacement, PpoConfig, TasksConfig
 from trainers.alignment import (Roles, begin_stage, evaluate, finish_stage, minibatches, policy_logprobs,
-                                rollout_stats, sample_rollouts, save_stage_checkpoint, step_rows, step_tasks,
-                                update_policy)
+                                rollout_stats, rollout_tasks, sample_rollouts, save_stage_checkpoint, step_rows,
+                                step_tasks, update_policy)
 from trainers.checkpoints import Checkpoints, DriverState
 from trainers.metrics import MetricsLog, PhaseTimer
 from trainers.rl_batches import ValueBatch
@@ -77,8 +77,7 @@ def run_ppo(roles: Roles, cfg: PpoConfig, tasks_cfg: TasksConfig, train: list[Ta
             rollouts = sample_rollouts(roles.pool, tasks, cfg.samples_per_prompt, cfg.temperature, tasks_cfg, seed,
                                        state.step)
         with timer("reward"):
-            scored = roles.rewarder.score([t for t in tasks for _ in range(cfg.samples_per_prompt)], rollouts,
-                                          cfg.reward)
+            scored = roles.rewarder.score(rollout_tasks(tasks, cfg.samples_per_prompt), rollouts, cfg.reward)
         rows = step_rows(rollouts, [0.0] * len(rollouts), tokenizer.pad_token_id, cfg.update.minibatch_size)
         mask = rows.loss_mask
         with timer("reference"):

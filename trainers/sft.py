@@ -22,8 +22,8 @@ import numpy as np
 from tqdm import tqdm
 
 from trainers.align_config import KeepRule, RsftConfig, SftConfig, TasksConfig
-from trainers.alignment import (Roles, begin_stage, evaluate, finish_stage, rollout_stats, sample_rollouts,
-                                save_stage_checkpoint, step_seed, step_tasks)
+from trainers.alignment import (Roles, begin_stage, evaluate, finish_stage, rollout_stats, rollout_tasks,
+                                sample_rollouts, save_stage_checkpoint, step_seed, step_tasks)
 from trainers.batches import TokenBatch
 from trainers.checkpoints import Checkpoints, DriverState
 from trainers.metrics import MetricsLog, PhaseTimer
@@ -98,7 +98,7 @@ def run_rsft(roles: Roles, cfg: RsftConfig, tasks_cfg: TasksConfig, train: list[
             rollouts = sample_rollouts(roles.pool, tasks, cfg.samples_per_prompt, cfg.temperature, tasks_cfg, seed,
                                        state.step)
         with timer("reward"):
-            scored = roles.rewarder.score([t for t in tasks for _ in range(cfg.samples_per_prompt)], rollouts, cfg.reward)
+            scored = roles.rewarder.score(rollout_tasks(tasks, cfg.samples_per_prompt), rollouts, cfg.reward)
         with timer("keep"):
             kept = kept_indices(scored.rewards.reshape(len(tasks), cfg.samples_per_prompt), cfg)
         record = {"reward/mean": float(scored.rewards.mean()), "rsft/kept": len(kept), **scored.pass_rates,

@@ -94,13 +94,19 @@ def test_http_reward_gives_up_with_a_clear_error():
         bad.close()
 
 
-def test_reward_model_worker_batches_like_single_rows(tmp_path):
+@pytest.fixture
+def reward_model_dir(tmp_path):
+    """A one-layer Llama reward model (scalar head, pad id 0), seeded, saved as an HF directory."""
     from transformers import LlamaConfig, LlamaForSequenceClassification
     config = LlamaConfig(vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
                          num_attention_heads=2, num_key_value_heads=2, pad_token_id=0, num_labels=1)
     torch.manual_seed(0)
     LlamaForSequenceClassification(config).save_pretrained(str(tmp_path))
-    worker = RewardModelWorker(str(tmp_path), batch_size=3)
+    return tmp_path
+
+
+def test_reward_model_worker_batches_like_single_rows(reward_model_dir):
+    worker = RewardModelWorker(str(reward_model_dir), batch_size=3)
     prompts = [[5, 6], [7], [8, 9, 10], [11], [12, 13]]
     responses = [[20], [21, 22, 23], [24], [25, 26], [27]]
     batched = worker.score(prompts, responses)
@@ -109,16 +115,11 @@ def test_reward_model_worker_batches_like_single_rows(tmp_path):
     assert len(set(np.round(batched, 4))) == 5
 
 
-def test_critic_from_a_reward_model_reads_its_score_at_every_prefix(tmp_path):
+def test_critic_from_a_reward_model_reads_its_score_at_every_prefix(reward_model_dir):
     """ppo.critic_init=reward_model: V(prefix up to t) is the reward model's score of that prefix."""
-    from transformers import LlamaConfig, LlamaForSequenceClassification
     from trainers.model import load_value_model
-    config = LlamaConfig(vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                         num_attention_heads=2, num_key_value_heads=2, pad_token_id=0, num_labels=1)
-    torch.manual_seed(0)
-    LlamaForSequenceClassification(config).save_pretrained(str(tmp_path))
-    worker = RewardModelWorker(str(tmp_path), batch_size=4)
-    critic = load_value_model(tmp_path).eval()
+    worker = RewardModelWorker(str(reward_model_dir), batch_size=4)
+    critic = load_value_model(reward_model_dir).eval()
     tokens = [5, 6, 7, 21, 22, 23]
     with torch.no_grad():
         values = critic(torch.tensor([tokens])).logits[0, :, 0]                     # [T]
