@@ -48,7 +48,6 @@ def alignment_roles(job: JobConfig, paths: RunPaths, stage: Stage, base: Path, l
     from cluster.rewarder import Rewarder
     from cluster.rollout_pool import RolloutPool
     from cluster.scorers import ReferenceActor
-    from trainers.config import Precision
     from trainers.model import ModelHead, config_from_dir
     from trainers.rl_learner import CriticLearner, PolicyLearner
     from trainers.tokenizer import load_tokenizer
@@ -66,8 +65,7 @@ def alignment_roles(job: JobConfig, paths: RunPaths, stage: Stage, base: Path, l
         if job.eval.in_stages:
             roles.suites = StageEvals(job.eval, load_tokenizer(base), paths.stage(stage) / "evals")
         if reference:
-            roles.reference = ReferenceActor(str(base), job.reference, job.learner.precision == Precision.bf16,
-                                             job.learner.timeout_s)
+            roles.reference = ReferenceActor(str(base), job.reference, job.learner.precision, job.learner.timeout_s)
             started.append(roles.reference)
         if critic is not None:
             roles.critic = start_learners(*critic, total_steps, head=ModelHead.value,

@@ -3,7 +3,7 @@ frozen reference policy pi_ref.
 
     rm = RewardModelActor(model_dir, spec)
     scores = rm.score(prompt_ids, response_ids)     # one float per pair
-    ref = ReferenceActor(model_dir, cfg, bf16)
+    ref = ReferenceActor(model_dir, cfg, precision)
     ref_logprobs = ref.logprobs(tokens)             # [B, T]"""
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from ray.exceptions import GetTimeoutError, RayActorError
 
 from cluster.actor_group import RoleError
 from rewards.config import RewardModelSpec
+from trainers.config import Precision
 from rewards.model_worker import RewardModelWorker
 from trainers.align_config import ReferenceConfig
 from trainers.reference import ReferencePolicy
@@ -49,9 +50,9 @@ class RewardModelActor:
 
 
 class ReferenceActor:
-    def __init__(self, model_dir: str, cfg: ReferenceConfig, bf16: bool, timeout_s: float = 600.0):
+    def __init__(self, model_dir: str, cfg: ReferenceConfig, precision: Precision, timeout_s: float = 600.0):
         self.timeout_s = timeout_s
-        self.actor = _start(ReferencePolicy, cfg.cpus, cfg.gpus, model_dir, cfg.batch_size, bf16)
+        self.actor = _start(ReferencePolicy, cfg.cpus, cfg.gpus, model_dir, cfg.batch_size, precision)
 
     def logprobs(self, tokens: np.ndarray) -> np.ndarray:
         return _bounded(self.actor.logprobs.remote(tokens), "reference policy",

@@ -17,11 +17,11 @@ import torch
 
 from rollout.weight_sync import BucketSender, TensorSpec, open_group
 from trainers.batches import EvalSums, PairBatch, PairStepResult, StepResult, TokenBatch
-from trainers.config import LearnerConfig, Optimizer, Precision, Regulariser
+from trainers.config import LearnerConfig, Optimizer, Regulariser
 from trainers.lora import (adapter_anchor, adapter_scale, adapter_state_dict, adapter_updates, add_adapters,
                            merged_state_dict, omega_ewc, omega_l2, squared_gradients)
 from trainers.losses import bradley_terry_loss, token_logprobs, token_nll
-from trainers.model import ModelHead, load_model
+from trainers.model import ModelHead, computes_in_bf16, load_model
 from trainers.schedule import warmup_cosine
 
 
@@ -30,6 +30,7 @@ class Learner:
         self.rank, self.world_size, self.cfg, self.total_steps = rank, world_size, cfg, total_steps
         torch.set_num_threads(cfg.threads_per_rank)
         self.device = torch.device("cuda", 0) if cfg.gpus_per_rank > 0 else torch.device("cpu")
+        self.bf16 = computes_in_bf16(cfg.precision, self.device)
         self.engine = None
         self.fisher: dict[str, torch.Tensor] | None = None
 
@@ -102,7 +103,7 @@ class Learner:
         """The model's output at every position [B, T, ...] at the configured precision. `module` defaults to the
         DeepSpeed engine; the bare module skips the engine's hooks (a backward through its forward reduces
         gradients across ranks)."""
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.precision == Precision.bf16):
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             return (module or self.engine)(input_ids=input_ids).logits
 
     def _forward_nll(self, tokens: torch.Tensor, mask: torch.Tensor | None,

@@ -12,7 +12,7 @@ from transformers import (AutoConfig, AutoModelForCausalLM, AutoModelForSequence
                           LlamaForCausalLM, PreTrainedModel)
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
-from trainers.config import ModelConfig
+from trainers.config import ModelConfig, Precision
 
 
 def build_llama(cfg: ModelConfig, tokenizer, seed: int) -> LlamaForCausalLM:
@@ -89,6 +89,15 @@ def load_model(path: str | Path, head: ModelHead) -> PreTrainedModel:
     if head == ModelHead.value:
         return load_value_model(path)
     return load_causal_lm(path)
+
+
+def computes_in_bf16(precision: Precision, device: torch.device) -> bool:
+    """Whether forward passes on `device` run under bf16 autocast; auto asks the hardware itself."""
+    if precision != Precision.auto:
+        return precision == Precision.bf16
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
 
 
 def matmul_params(config) -> int:

@@ -5,15 +5,17 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from trainers.config import Precision
 from trainers.losses import token_logprobs
 
 
 class ReferencePolicy:
-    def __init__(self, model_dir: str, batch_size: int, bf16: bool, threads: int = 1):
-        from trainers.model import load_causal_lm
+    def __init__(self, model_dir: str, batch_size: int, precision: Precision, threads: int = 1):
+        """precision: the learners' (auto resolves here as on a CPU learner rank)."""
+        from trainers.model import computes_in_bf16, load_causal_lm
         torch.set_num_threads(threads)
         self.model = load_causal_lm(model_dir).eval()
-        self.batch_size, self.bf16 = batch_size, bf16
+        self.batch_size, self.bf16 = batch_size, computes_in_bf16(precision, torch.device("cpu"))
 
     @torch.no_grad()
     def logprobs(self, tokens: np.ndarray) -> np.ndarray:

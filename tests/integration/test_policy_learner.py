@@ -78,7 +78,7 @@ def test_reference_actor_matches_the_learners_and_dpo_starts_at_log_2(ray_cluste
     tokens, mask, _ = rows(tiny_corpus)
     cfg = dataclasses.replace(TWO, micro_batch=2, grad_accum=1, optimizer=Optimizer.adamw, lr=1e-3)
     group = start_learners(cfg, str(tiny_corpus / "init"), 2, actor_class=PolicyLearner)
-    ref = ReferenceActor(str(tiny_corpus / "init"), ReferenceConfig(batch_size=3, cpus=0.25), bf16=False)
+    ref = ReferenceActor(str(tiny_corpus / "init"), ReferenceConfig(batch_size=3, cpus=0.25), precision=Precision.fp32)
     try:
         from trainers.batches import TokenBatch
         learner_lp = np.concatenate([np.stack(p) for p in group.sharded(

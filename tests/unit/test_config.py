@@ -75,3 +75,17 @@ def test_colocated_gpu_recipe_loads():
     job = load_job_config("configs/tiny.yaml", ["rollout.colocate=true", "rollout.gpus_per_worker=0.5",
                                                 "learner.gpus_per_rank=0.5", "learner.num_ranks=1"])
     assert job.rollout.colocate and job.rollout.gpus_per_worker + job.learner.gpus_per_rank == 1
+
+
+@pytest.mark.parametrize("avx512_bf16, amx, expected", [(False, False, False), (True, False, True), (False, True, True)])
+def test_auto_precision_follows_the_cpu(monkeypatch, avx512_bf16, amx, expected):
+    """auto: bf16 autocast only where the CPU has native bf16 (emulated bf16 is ~25x slower than fp32)."""
+    import torch
+    from trainers.config import Precision
+    from trainers.model import computes_in_bf16
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    cpu = torch.device("cpu")
+    assert computes_in_bf16(Precision.auto, cpu) is expected
+    assert computes_in_bf16(Precision.bf16, cpu) is True and computes_in_bf16(Precision.fp32, cpu) is False
+    assert load_job_config("configs/tiny.yaml", []).learner.precision == Precision.auto
