@@ -51,6 +51,7 @@ def alignment_roles(job: JobConfig, paths: RunPaths, stage: Stage, base: Path, l
     from trainers.model import ModelHead, config_from_dir
     from trainers.rl_learner import CriticLearner, PolicyLearner
     from trainers.tokenizer import load_tokenizer
+    rm_dir = reward_model_dir(job, paths, stage)     # fails before any actor starts
     started = []
     try:
         policy = start_learners(learner_cfg, str(base), total_steps, actor_class=PolicyLearner)
@@ -58,8 +59,7 @@ def alignment_roles(job: JobConfig, paths: RunPaths, stage: Stage, base: Path, l
         pool = RolloutPool(job.rollout, str(base), config_from_dir(base).max_position_embeddings)
         started.append(pool)
         pool.connect_learners(policy)
-        rewarder = Rewarder(job.rewards, job.verifier_pool, reward_model_dir(job, paths, stage), load_tokenizer(base),
-                            job.rollout.timeout_s)
+        rewarder = Rewarder(job.rewards, job.verifier_pool, rm_dir, load_tokenizer(base), job.rollout.timeout_s)
         started.append(rewarder)
         roles = Roles(policy, pool, rewarder)
         if job.eval.in_stages:

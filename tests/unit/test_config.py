@@ -89,3 +89,16 @@ def test_auto_precision_follows_the_cpu(monkeypatch, avx512_bf16, amx, expected)
     assert computes_in_bf16(Precision.auto, cpu) is expected
     assert computes_in_bf16(Precision.bf16, cpu) is True and computes_in_bf16(Precision.fp32, cpu) is False
     assert load_job_config("configs/tiny.yaml", []).learner.precision == Precision.auto
+
+
+def test_a_missing_reward_model_fails_before_any_actor_starts(monkeypatch, tmp_path):
+    """rewards.reward_model.from_stage without the reward_model stage's output: one clear error, and no
+    learner, rollout worker or verifier is started first (starting them takes a minute on a CPU)."""
+    import cluster.groups
+    from cluster.align_stages import alignment_roles
+    from cluster.pipeline import RunDirError, RunPaths
+    monkeypatch.setattr(cluster.groups, "start_learners", lambda *a, **k: pytest.fail("a learner was started"))
+    job = load_job_config("configs/tiny.yaml", ["stages=[grpo]", f"runs_dir={tmp_path}"])
+    with pytest.raises(RunDirError, match="no reward model at .*run the reward_model stage first"):
+        with alignment_roles(job, RunPaths(tmp_path / "tiny"), Stage.grpo, tmp_path, job.learner, 1):
+            pass
