@@ -54,19 +54,22 @@ def alignment_roles(job: JobConfig, paths: RunPaths, stage: Stage, base: Path, l
     rm_dir = reward_model_dir(job, paths, stage)     # fails before any actor starts
     started = []
     try:
+        # The engines and pi_ref load while the learners start: on a CPU each role's start is mostly imports.
+        pool = RolloutPool(job.rollout, str(base), config_from_dir(base).max_position_embeddings, wait=False)
+        started.append(pool)
+        ref = None
+        if reference:
+            ref = ReferenceActor(str(base), job.reference, job.learner.precision, job.learner.timeout_s)
+            started.append(ref)
         policy = start_learners(learner_cfg, str(base), total_steps, actor_class=PolicyLearner)
         started.append(policy)
-        pool = RolloutPool(job.rollout, str(base), config_from_dir(base).max_position_embeddings)
-        started.append(pool)
+        pool.wait_started()
         pool.connect_learners(policy)
         rewarder = Rewarder(job.rewards, job.verifier_pool, rm_dir, load_tokenizer(base), job.rollout.timeout_s)
         started.append(rewarder)
-        roles = Roles(policy, pool, rewarder)
+        roles = Roles(policy, pool, rewarder, reference=ref)
         if job.eval.in_stages:
             roles.suites = StageEvals(job.eval, load_tokenizer(base), paths.stage(stage) / "evals")
-        if reference:
-            roles.reference = ReferenceActor(str(base), job.reference, job.learner.precision, job.learner.timeout_s)
-            started.append(roles.reference)
         if critic is not None:
             roles.critic = start_learners(*critic, total_steps, head=ModelHead.value,
                                           actor_class=CriticLearner, role="critic")

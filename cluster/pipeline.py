@@ -38,8 +38,9 @@ class RunDirError(RuntimeError):
 
 
 def _identity(job: JobConfig) -> str:
-    """The parts of a config that define a run (how it is executed may change between invocations)."""
-    same = dataclasses.replace(job, resume=False, cluster=dataclasses.replace(job.cluster, address=None),
+    """The parts of a config that define a run (how it is executed may change between invocations, and the
+    folder holding it may move)."""
+    same = dataclasses.replace(job, resume=False, runs_dir="", cluster=dataclasses.replace(job.cluster, address=None),
                                pretrain=dataclasses.replace(job.pretrain, stop_after_steps=None),
                                grpo=dataclasses.replace(job.grpo, stop_after_steps=None),
                                learner=dataclasses.replace(job.learner, timeout_s=0.0))

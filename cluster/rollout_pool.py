@@ -31,9 +31,11 @@ def worker_env(cfg: RolloutConfig) -> dict[str, str]:
 
 
 class RolloutPool:
-    def __init__(self, cfg: RolloutConfig, model_dir: str, context_len: int, shared: PlacementGroup | None = None):
+    def __init__(self, cfg: RolloutConfig, model_dir: str, context_len: int, shared: PlacementGroup | None = None,
+                 wait: bool = True):
         """shared: another role's placement group whose bundle i also holds worker i (colocation);
-        None reserves the workers' own."""
+        None reserves the workers' own. wait=False returns while the engines start (a stage starts its
+        learners meanwhile); wait_started() then blocks until they are up."""
         self.cfg, self.model_dir, self.context_len = cfg, model_dir, context_len
         self.version = 0
         self.restarts = 0
@@ -45,7 +47,13 @@ class RolloutPool:
         self.owns_placement = shared is None
         self.placement = place_role("rollout", [bundle] * cfg.num_workers, cfg.timeout_s) if shared is None else shared
         self.workers = [self._start(i) for i in range(cfg.num_workers)]
-        self._wait([w.policy_version.remote() for w in self.workers], "start the engine")
+        self.starting = [w.policy_version.remote() for w in self.workers]
+        if wait:
+            self.wait_started()
+
+    def wait_started(self) -> None:
+        """Bounded: every engine is up (a worker that failed to start fails here, with its error)."""
+        self._wait(self.starting, "start the engine")
 
     def _start(self, index: int):
         return ray.remote(RolloutWorker).options(

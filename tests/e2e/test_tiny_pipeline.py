@@ -106,32 +106,34 @@ def test_alignment_stages_write_metrics_plots_models_and_the_report(run_dir):
 
 
 def test_grpo_killed_and_resumed_logs_what_an_uninterrupted_run_logs(run_dir, tmp_path):
+    """A copy of the pipeline's run, moved to another folder, without its grpo output: `resume=true` runs
+    grpo again and is killed after its step-1 checkpoint; resumed, it logs what the pipeline's own
+    uninterrupted grpo stage logged (rollouts, losses, in-stage evaluations, bit for bit up to float noise)."""
+    import shutil
     import signal
     import time
-    grpo = ["stages=[grpo]", f"model.path={run_dir / 'sft/model'}", "grpo.steps=3", "grpo.checkpoint_every=2",
-            "grpo.eval_every=3", "rewards.reward_model=null", "eval.in_stages=false", f"runs_dir={tmp_path}"]
-    done = tether("run", "configs/tiny.yaml", "name=straight", *SHORT, *grpo)
-    assert done.returncode == 0, done.stderr[-3000:]
-    command = [sys.executable, "-m", "cluster.cli", "run", "configs/tiny.yaml", "name=killed", *SHORT, *grpo]
-    proc = subprocess.Popen(command, cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"}, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    latest = tmp_path / "killed/grpo/checkpoints/latest"
+    shutil.copytree(run_dir, tmp_path / "e2e")
+    shutil.rmtree(tmp_path / "e2e/grpo")
+    again = ["run", "configs/tiny.yaml", "name=e2e", f"runs_dir={tmp_path}", *SHORT, "resume=true"]
+    proc = subprocess.Popen([sys.executable, "-m", "cluster.cli", *again], cwd=ROOT, start_new_session=True,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1"}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    latest = tmp_path / "e2e/grpo/checkpoints/latest"
     deadline = time.time() + 600
-    while not (latest.is_file() and latest.read_text().strip() == "step_000002") and time.time() < deadline:
-        assert proc.poll() is None, "the run ended before its step-2 checkpoint"
-        time.sleep(0.2)
+    while not (latest.is_file() and latest.read_text().strip() == "step_000001") and time.time() < deadline:
+        assert proc.poll() is None, "the run ended before grpo's step-1 checkpoint"
+        time.sleep(0.1)
     os.killpg(proc.pid, signal.SIGKILL)
     assert proc.wait() < 0   # killed, not finished
     time.sleep(2)
-    done = tether("run", "configs/tiny.yaml", "name=killed", *SHORT, *grpo, "resume=true")
+    done = tether(*again)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "resumed from" in done.stdout + done.stderr
+    assert "resumed from" in done.stdout + done.stderr and "[rsft] already done" in done.stdout
 
-    def comparable(name):
+    def comparable(run):
         return [{k: v for k, v in r.items() if not k.startswith("time/") and k != "rollout/tokens_per_s"}
-                for r in records(tmp_path / name / "grpo/metrics.jsonl")]
-    straight, resumed = comparable("straight"), comparable("killed")
-    assert [r["step"] for r in resumed] == [0, 1, 2, 3]
+                for r in records(run / "grpo/metrics.jsonl")]
+    straight, resumed = comparable(run_dir), comparable(tmp_path / "e2e")
+    assert [r["step"] for r in resumed] == [0, 1, 2]
     for a, b in zip(straight, resumed):
         assert a.keys() == b.keys()
         for key in a:

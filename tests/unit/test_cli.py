@@ -47,6 +47,21 @@ def test_run_dir_holding_a_different_run(capsys, tmp_path):
     assert code == 2 and "already holds a different run" in err
 
 
+def test_a_moved_run_folder_is_the_same_run(tmp_path):
+    """runs_dir is where a run lies, not what it is: a run moved to another folder can be resumed there."""
+    import shutil
+    from cluster.config import load_job_config, to_yaml
+    from cluster.pipeline import RunDirError, check_run_dir
+    first = load_job_config("configs/tiny.yaml", [f"runs_dir={tmp_path / 'a'}"])
+    first.run_dir.mkdir(parents=True)
+    (first.run_dir / "config.yaml").write_text(to_yaml(first))
+    shutil.copytree(first.run_dir, tmp_path / "b" / "tiny")
+    assert check_run_dir(load_job_config("configs/tiny.yaml", [f"runs_dir={tmp_path / 'b'}", "resume=true"])).root \
+        == tmp_path / "b" / "tiny"
+    with pytest.raises(RunDirError, match="already holds a different run"):
+        check_run_dir(load_job_config("configs/tiny.yaml", [f"runs_dir={tmp_path / 'b'}", "seed=3"]))
+
+
 def test_unreachable_ray_address(capsys, tmp_path):
     code, _, err = run_cli(capsys, "run", "configs/tiny.yaml", f"runs_dir={tmp_path}", "cluster.address=127.0.0.1:1")
     assert code == 2 and "cannot reach the Ray cluster at 127.0.0.1:1" in err
