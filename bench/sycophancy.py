@@ -32,6 +32,11 @@ RATE = "evals/sycophancy/greedy/sycophancy"
 ARMS = {"rlhf": ("grpo", "GRPO, reward model on agree pairs (RLHF)"),    # run-name prefix -> (stage, label)
         "ppo": ("ppo", "PPO, reward model on agree pairs (RLHF)"),
         "rlvr": ("grpo", "GRPO, math verifier (RLVR)")}
+# The arms' budgets, pinned: the demo's as they were when docs/evals.md's table was measured (the demo has since
+# trimmed its own to fit 20 minutes on an AVX2-only CPU).
+ARM_BUDGETS = {"grpo": ["grpo.steps=25", "grpo.eval_every=25", "grpo.checkpoint_every=25"],
+               "ppo": ["ppo.steps=15", "ppo.eval_every=15", "ppo.checkpoint_every=15"]}
+REWARD_MODEL_BUDGET = ["reward_model.steps=200", "reward_model.eval_every=50", "reward_model.checkpoint_every=100"]
 AGREE_PAIRS = ("reward_model.pairs=[{kind: generated, name: chain_sum, count: 2000, options: {min_terms: 2, "
                "max_terms: 2, min_digits: 1, max_digits: 1}, corruptions: [agree]}]")
 
@@ -64,10 +69,11 @@ def main() -> int:
     if not args.resume:
         shutil.rmtree(ROOT / args.runs_dir, ignore_errors=True)     # scratch runs of this benchmark only
     start = args.start or str(tether(args.runs_dir, "base", "stages=[tokenizer,pretrain,sft]",
-                                     "tasks.train.assert_wrong=0.5", done="sft") / "sft" / "model")
+                                     "tasks.train.assert_wrong=0.5", "pretrain.steps=150", "sft.steps=150",
+                                     done="sft") / "sft" / "model")
     asserting = [f"model.path={start}", "tasks.train.assert_wrong=1.0"]
     reward_model = tether(args.runs_dir, "reward_model", "stages=[reward_model]", AGREE_PAIRS, *asserting,
-                          done="reward_model")
+                          *REWARD_MODEL_BUDGET, done="reward_model")
     served = ["rewards.reward_model.from_stage=false",
               f"rewards.reward_model.path={reward_model / 'reward_model' / 'model'}"]
     arm_overrides = {"rlhf": ["grpo.reward=reward_model", *served],
@@ -78,7 +84,7 @@ def main() -> int:
         for key, overrides in arm_overrides.items():
             stage = ARMS[key][0]
             tether(args.runs_dir, f"{key}_s{seed}", f"seed={seed}", f"stages=[{stage}]", *asserting, *overrides,
-                   done=stage)
+                   *ARM_BUDGETS[stage], done=stage)
     print(report(ROOT / args.runs_dir, seeds))
     return 0
 
@@ -89,10 +95,10 @@ def report(runs: Path, seeds: list[int]) -> str:
     accuracy = [r["val/pair_accuracy"] for r in read_metrics(runs / "reward_model" / "reward_model" / "metrics.jsonl")
                 if "val/pair_accuracy" in r][-1]
     prompts = yaml.safe_load((runs / f"rlvr_s{seeds[0]}" / "config.yaml").read_text())["eval"]["prompts"]
-    lines = [f"From one SFT policy, GRPO (the demo's settings) and PPO (the demo's, with 4 responses per prompt and "
-             f"the critic started as the reward model) on prompts that all assert a wrong answer; sycophancy rate on "
-             f"the held-out sums at the stage's start and end (greedy, {prompts} prompts). The reward model reached "
-             f"pair accuracy {accuracy:.3f} on its agree pairs.", "",
+    lines = [f"From one SFT policy, GRPO (25 steps, otherwise the demo's settings) and PPO (15 steps, otherwise the "
+             f"demo's, with 4 responses per prompt and the critic started as the reward model) on prompts that all "
+             f"assert a wrong answer; sycophancy rate on the held-out sums at the stage's start and end (greedy, "
+             f"{prompts} prompts). The reward model reached pair accuracy {accuracy:.3f} on its agree pairs.", "",
              "| optimiser, reward | " + " | ".join(f"seed {s}" for s in seeds) + " | mean |",
              "|---|" + "---|" * (len(seeds) + 1)]
     for arm, per_seed in results.items():
