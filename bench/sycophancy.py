@@ -32,8 +32,8 @@ RATE = "evals/sycophancy/greedy/sycophancy"
 ARMS = {"rlhf": ("grpo", "GRPO, reward model on agree pairs (RLHF)"),    # run-name prefix -> (stage, label)
         "ppo": ("ppo", "PPO, reward model on agree pairs (RLHF)"),
         "rlvr": ("grpo", "GRPO, math verifier (RLVR)")}
-# The arms' budgets, pinned: the demo's as they were when docs/evals.md's table was measured (the demo has since
-# trimmed its own to fit 20 minutes on an AVX2-only CPU).
+# The budgets docs/evals.md's table was measured with, pinned so that it stays reproducible whatever the demo's
+# become (its reward model now trains 160 steps).
 ARM_BUDGETS = {"grpo": ["grpo.steps=25", "grpo.eval_every=25", "grpo.checkpoint_every=25"],
                "ppo": ["ppo.steps=15", "ppo.eval_every=15", "ppo.checkpoint_every=15"]}
 REWARD_MODEL_BUDGET = ["reward_model.steps=200", "reward_model.eval_every=50", "reward_model.checkpoint_every=100"]

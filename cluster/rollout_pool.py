@@ -47,13 +47,13 @@ class RolloutPool:
         self.owns_placement = shared is None
         self.placement = place_role("rollout", [bundle] * cfg.num_workers, cfg.timeout_s) if shared is None else shared
         self.workers = [self._start(i) for i in range(cfg.num_workers)]
-        self.starting = [w.policy_version.remote() for w in self.workers]
+        self._starting = [w.policy_version.remote() for w in self.workers]
         if wait:
             self.wait_started()
 
     def wait_started(self) -> None:
         """Bounded: every engine is up (a worker that failed to start fails here, with its error)."""
-        self._wait(self.starting, "start the engine")
+        self._wait(self._starting, "start the engine")
 
     def _start(self, index: int):
         return ray.remote(RolloutWorker).options(

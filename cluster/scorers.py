@@ -13,9 +13,9 @@ from ray.exceptions import GetTimeoutError, RayActorError
 
 from cluster.actor_group import RoleError
 from rewards.config import RewardModelSpec
-from trainers.config import Precision
 from rewards.model_worker import RewardModelWorker
 from trainers.align_config import ReferenceConfig
+from trainers.config import Precision
 from trainers.reference import ReferencePolicy
 
 

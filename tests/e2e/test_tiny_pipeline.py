@@ -116,7 +116,8 @@ def test_grpo_killed_and_resumed_logs_what_an_uninterrupted_run_logs(run_dir, tm
     shutil.rmtree(tmp_path / "e2e/grpo")
     again = ["run", "configs/tiny.yaml", "name=e2e", f"runs_dir={tmp_path}", *SHORT, "resume=true"]
     proc = subprocess.Popen([sys.executable, "-m", "cluster.cli", *again], cwd=ROOT, start_new_session=True,
-                            env={**os.environ, "HF_HUB_OFFLINE": "1"}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            env={**os.environ, "HF_HUB_OFFLINE": "1"},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     latest = tmp_path / "e2e/grpo/checkpoints/latest"
     deadline = time.time() + 600
     while not (latest.is_file() and latest.read_text().strip() == "step_000001") and time.time() < deadline:
