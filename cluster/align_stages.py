@@ -108,7 +108,7 @@ def rsft_stage(job: JobConfig, paths: RunPaths) -> None:
     from trainers.sft import run_rsft
     cfg, out = job.rsft, paths.stage(Stage.rsft)
     base, tokenizer, train, held_out = _start(job, paths, Stage.rsft)
-    learner_cfg = policy_learner_config(job, cfg.lr, 0, cfg.batch_size)
+    learner_cfg = policy_learner_config(job, cfg.lr, cfg.warmup_steps, cfg.batch_size)
     with alignment_roles(job, paths, Stage.rsft, base, learner_cfg, cfg.rounds * cfg.sft_steps) as roles:
         run_rsft(roles, cfg, job.tasks, train, held_out, cfg.batch_size, job.learner.num_ranks, tokenizer, out,
                  job.seed, job.resume)

@@ -298,6 +298,8 @@ def validate_alignment(job: JobConfig, need) -> None:
         rows("rsft.batch_size", r.batch_size)
         need(r.rounds >= 1 and r.prompts_per_round >= 1 and r.samples_per_prompt >= 1 and r.sft_steps >= 1 and r.top_k >= 1,
              "rsft: rounds, prompts_per_round, samples_per_prompt, sft_steps, top_k: must be >= 1")
+        need(0 <= r.warmup_steps < r.rounds * r.sft_steps and r.lr > 0,
+             f"rsft: needs lr > 0 and 0 <= warmup_steps < rounds x sft_steps = {r.rounds * r.sft_steps}")
         rewards_for("rsft", r.reward)
     if Stage.ppo in stages:
         p = job.ppo

@@ -250,6 +250,9 @@ class RsftConfig:
     """Sequences per SFT step (a multiple of learner.num_ranks x learner.micro_batch)."""
     lr: float = 2e-4
     """Peak learning rate."""
+    warmup_steps: int = 5
+    """Linear warm-up of the SFT steps (counted over all rounds): a fresh Adam's first step moves every
+    weight by the full lr whatever its gradient, which at the peak lr undoes a just-tuned policy."""
 
 
 @dataclass

@@ -24,7 +24,7 @@ SHORT = ["tokenizer.vocab_size=512", "tokenizer.train_chars=2000000", "model.hid
          "tasks.max_new_tokens=16", "sft.steps=4", "sft.warmup_steps=1", "dpo.warmup_steps=0", "sft.batch_size=16", "sft.eval_every=2", "sft.checkpoint_every=2",
          "grpo.steps=2", "grpo.prompts_per_step=4", "grpo.group_size=4", "grpo.update.minibatch_size=16",
          "grpo.eval_every=2", "grpo.checkpoint_every=1", "rsft.rounds=1", "rsft.prompts_per_round=4",
-         "rsft.samples_per_prompt=4", "rsft.sft_steps=2", "rsft.batch_size=16", "rsft.keep=passing",
+         "rsft.samples_per_prompt=4", "rsft.sft_steps=2", "rsft.warmup_steps=1", "rsft.batch_size=16", "rsft.keep=passing",
          "rsft.min_reward=0.0", "ppo.steps=2", "ppo.prompts_per_step=4", "ppo.samples_per_prompt=4",
          "ppo.critic_init=reward_model", "ppo.update.minibatch_size=16", "ppo.eval_every=2", "ppo.checkpoint_every=1", "dpo.pairs=[{name: chain_sum, count: 40, options: {max_digits: 2}}]",
          "dpo.steps=2", "dpo.eval_every=1", "dpo.checkpoint_every=2", "dpo.max_len=128", "eval.prompts=16"]

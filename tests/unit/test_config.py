@@ -60,6 +60,7 @@ def test_wrong_type_and_enum():
     (("stages=[sft]", "sft.batch_size=20"), "sft.batch_size=20: must be a multiple of"),
     (("stages=[grpo]", "rewards.verifiers=[{fn: math}]", "grpo.update.dual_clip=0.5"), "dual_clip"),
     (("stages=[dpo]", "dpo.beta=0"), "beta > 0"),
+    (("stages=[rsft]", "rsft.rounds=2", "rsft.sft_steps=3", "rsft.warmup_steps=6"), "warmup_steps < rounds x sft_steps = 6"),
     ("tasks.eval_k=9", "tasks.eval_k"),
     ("tasks.min_new_tokens=100", "tasks.min_new_tokens"),
 ])
