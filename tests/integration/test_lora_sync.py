@@ -44,8 +44,14 @@ def test_adapter_only_sync_matches_the_merged_model(ray_cluster, tiny_corpus, tm
         [mean] = learners.sharded([TokenBatch(rows, None, 4 * 32)], lambda a, b: a.estimate_fisher.remote(b), "fisher")
         assert mean == pytest.approx(fisher_mean_by_hand(init, rows), rel=1e-4)
         train(learners, tiny_corpus, 3)
-        served = RolloutPool(dataclasses.replace(ROLLOUT, lora_rank=8), init, context_len=128)
+        learners.every_rank(lambda a: a.save.remote(str(tmp_path / "ck"), str(tmp_path / "hf")), "save")
+        load_tokenizer(tiny_corpus / "tokenizer").save_pretrained(str(tmp_path / "hf"))
+        # Each engine starts while the one before it works: on a CPU a start is mostly imports.
+        served = RolloutPool(dataclasses.replace(ROLLOUT, lora_rank=8), init, context_len=128, wait=False)
         pools.append(served)
+        merged = RolloutPool(ROLLOUT, init, context_len=128, wait=False)       # a full sync sends merged weights
+        pools.append(merged)
+        served.wait_started()
         before = served.generate(ps, GREEDY)
         served.connect_learners(learners)
         served.sync_weights(version=1)
@@ -56,8 +62,9 @@ def test_adapter_only_sync_matches_the_merged_model(ray_cluster, tiny_corpus, tm
         served.shutdown()
         pools.remove(served)
 
-        merged = RolloutPool(ROLLOUT, init, context_len=128)       # a full sync sends merged weights
-        pools.append(merged)
+        fresh = RolloutPool(ROLLOUT, str(tmp_path / "hf"), context_len=128, wait=False)   # the saved merged model
+        pools.append(fresh)
+        merged.wait_started()
         merged.connect_learners(learners)
         merged.sync_weights(version=1)
         full_bytes = merged.sync_bytes
@@ -65,10 +72,7 @@ def test_adapter_only_sync_matches_the_merged_model(ray_cluster, tiny_corpus, tm
         merged.shutdown()
         pools.remove(merged)
 
-        learners.every_rank(lambda a: a.save.remote(str(tmp_path / "ck"), str(tmp_path / "hf")), "save")
-        load_tokenizer(tiny_corpus / "tokenizer").save_pretrained(str(tmp_path / "hf"))
-        fresh = RolloutPool(ROLLOUT, str(tmp_path / "hf"), context_len=128)
-        pools.append(fresh)
+        fresh.wait_started()
         served_fresh = fresh.generate(ps, GREEDY)
         assert token_ids(served_fresh) == token_ids(after)
         for a, b in zip(served_fresh, after):

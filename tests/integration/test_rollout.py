@@ -71,17 +71,18 @@ def test_sync_matches_fresh_engine_and_learner_logprobs(ray_cluster, tiny_corpus
 
         learners.every_rank(lambda a: a.save.remote(str(tmp_path / "ck"), str(tmp_path / "hf")), "save")
         load_tokenizer(tiny_corpus / "tokenizer").save_pretrained(str(tmp_path / "hf"))
-        fresh = RolloutPool(ROLLOUT, str(tmp_path / "hf"), context_len=128)
+        fresh = RolloutPool(ROLLOUT, str(tmp_path / "hf"), context_len=128, wait=False)   # starts during the parity check
         try:
+            # Parity: the learner's log pi(y|x) of sampled rollouts equals the engine's own (fp32).
+            sampled = pool.generate(ps, Sampling(temperature=1.0, n=2, max_new_tokens=24))
+            diffs = logprob_gaps(learners, [r for g in sampled for r in g])
+            print(f"fp32 parity over {diffs.size} tokens: max |diff| {np.abs(diffs).max():.2e}, "
+                  f"mean {np.abs(diffs).mean():.2e}")
+            assert np.abs(diffs).max() < 1e-4
+            fresh.wait_started()
             assert token_ids(fresh.generate(ps, GREEDY)) == token_ids(after)
         finally:
             fresh.shutdown()
-
-        # Parity: the learner's log pi(y|x) of sampled rollouts equals the engine's own (fp32).
-        sampled = pool.generate(ps, Sampling(temperature=1.0, n=2, max_new_tokens=24))
-        diffs = logprob_gaps(learners, [r for g in sampled for r in g])
-        print(f"fp32 parity over {diffs.size} tokens: max |diff| {np.abs(diffs).max():.2e}, mean {np.abs(diffs).mean():.2e}")
-        assert np.abs(diffs).max() < 1e-4
     finally:
         pool.shutdown()
         learners.shutdown()
@@ -89,12 +90,14 @@ def test_sync_matches_fresh_engine_and_learner_logprobs(ray_cluster, tiny_corpus
 
 def test_reference_engine_and_vllm_agree_greedy(ray_cluster, tiny_corpus):
     ps = prompts(tiny_corpus)
-    results = []
-    for engine in (EngineKind.vllm, EngineKind.reference):
-        pool = RolloutPool(dataclasses.replace(ROLLOUT, engine=engine), str(tiny_corpus / "init"), context_len=128)
-        try:
-            results.append(pool.generate(ps, GREEDY))
-        finally:
+    pools = [RolloutPool(dataclasses.replace(ROLLOUT, engine=engine), str(tiny_corpus / "init"), context_len=128,
+                         wait=False) for engine in (EngineKind.vllm, EngineKind.reference)]     # both start at once
+    try:
+        for pool in pools:
+            pool.wait_started()
+        results = [pool.generate(ps, GREEDY) for pool in pools]
+    finally:
+        for pool in pools:
             pool.shutdown()
     assert token_ids(results[0]) == token_ids(results[1])
     for a, b in zip(results[0], results[1]):
@@ -103,10 +106,11 @@ def test_reference_engine_and_vllm_agree_greedy(ray_cluster, tiny_corpus):
 
 
 def test_worker_killed_during_generate(ray_cluster, tiny_corpus):
-    learners = start_learners(LEARNER, str(tiny_corpus / "init"), total_steps=10)
     cfg = dataclasses.replace(ROLLOUT, engine=EngineKind.reference)
-    pool = RolloutPool(cfg, str(tiny_corpus / "init"), context_len=128)
+    pool = RolloutPool(cfg, str(tiny_corpus / "init"), context_len=128, wait=False)    # starts with the learners
+    learners = start_learners(LEARNER, str(tiny_corpus / "init"), total_steps=10)
     try:
+        pool.wait_started()
         train(learners, tiny_corpus, 1)
         pool.connect_learners(learners)
         pool.sync_weights(version=1)
@@ -129,9 +133,11 @@ def test_worker_killed_during_generate(ray_cluster, tiny_corpus):
 def test_bf16_parity(ray_cluster, tiny_corpus):
     """bf16 on both sides (learner: fp32 weights under bf16 autocast; vLLM: bf16 weights): the
     per-token log-probabilities of sampled rollouts agree to within bf16's resolution."""
+    pool = RolloutPool(dataclasses.replace(ROLLOUT, dtype="bfloat16"), str(tiny_corpus / "init"), context_len=128,
+                       wait=False)                                                   # starts with the learners
     learners = start_learners(dataclasses.replace(LEARNER, precision=Precision.bf16), str(tiny_corpus / "init"), 10)
-    pool = RolloutPool(dataclasses.replace(ROLLOUT, dtype="bfloat16"), str(tiny_corpus / "init"), context_len=128)
     try:
+        pool.wait_started()
         sampled = pool.generate(prompts(tiny_corpus), Sampling(temperature=1.0, n=4, max_new_tokens=24))
         diffs = logprob_gaps(learners, [r for g in sampled for r in g])
         print(f"bf16 parity over {diffs.size} tokens: max |diff| {np.abs(diffs).max():.2e}, mean {np.abs(diffs).mean():.2e}")
