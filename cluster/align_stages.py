@@ -99,6 +99,8 @@ def sft_stage(job: JobConfig, paths: RunPaths) -> None:
     cfg, out = job.sft, paths.stage(Stage.sft)
     base, tokenizer, train, held_out = _start(job, paths, Stage.sft)
     learner_cfg = policy_learner_config(job, cfg.lr, cfg.warmup_steps, cfg.batch_size)
+    if cfg.min_lr_ratio is not None:
+        learner_cfg = dataclasses.replace(learner_cfg, min_lr_ratio=cfg.min_lr_ratio)
     with alignment_roles(job, paths, Stage.sft, base, learner_cfg, cfg.steps) as roles:
         run_sft(roles, cfg, job.tasks, train, held_out, cfg.batch_size, job.learner.num_ranks, tokenizer, out,
                 job.seed, job.resume)

@@ -286,6 +286,7 @@ def validate_alignment(job: JobConfig, need) -> None:
         rows("sft.batch_size", job.sft.batch_size)
         need(job.sft.steps >= 1 and job.sft.warmup_steps < job.sft.steps and job.sft.lr > 0,
              "sft: needs steps >= 1, warmup_steps < steps, lr > 0")
+        need(job.sft.min_lr_ratio is None or 0.0 <= job.sft.min_lr_ratio <= 1.0, "sft.min_lr_ratio: must be in [0, 1]")
     if Stage.grpo in stages:
         g = job.grpo
         update("grpo.update", g.update)

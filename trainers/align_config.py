@@ -131,6 +131,9 @@ class SftConfig:
     """Peak learning rate."""
     warmup_steps: int = 5
     """Linear warm-up steps."""
+    min_lr_ratio: Optional[float] = None
+    """The cosine decays to lr * this (None: learner.min_lr_ratio). 1.0 holds the peak LR to the end, which
+    leaves a policy that GRPO can take larger steps on (docs/alignment_tuning.md)."""
     eval_every: int = 50
     """Held-out pass@k every this many steps (and at the start and end)."""
     checkpoint_every: int = 50

@@ -58,6 +58,7 @@ def test_wrong_type_and_enum():
      "ppo.critic_init=reward_model needs a local reward model"),
     (("stages=[ppo]", "ppo.samples_per_prompt=0"), "samples_per_prompt >= 1"),
     (("stages=[sft]", "sft.batch_size=20"), "sft.batch_size=20: must be a multiple of"),
+    (("stages=[sft]", "sft.min_lr_ratio=1.5"), "sft.min_lr_ratio: must be in [0, 1]"),
     (("stages=[grpo]", "rewards.verifiers=[{fn: math}]", "grpo.update.dual_clip=0.5"), "dual_clip"),
     (("stages=[dpo]", "dpo.beta=0"), "beta > 0"),
     (("stages=[rsft]", "rsft.rounds=2", "rsft.sft_steps=3", "rsft.warmup_steps=6"), "warmup_steps < rounds x sft_steps = 6"),
