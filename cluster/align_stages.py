@@ -17,11 +17,15 @@ from trainers.alignment import Roles
 from trainers.config import LearnerConfig
 
 
-def policy_learner_config(job: JobConfig, lr: float, warmup_steps: int, rows_per_step: int) -> LearnerConfig:
-    """The learner settings of a stage: its own LR and warm-up, and grad_accum so that one optimizer
-    step takes rows_per_step rows over all ranks (a multiple of their micro-batches: config validation)."""
+def policy_learner_config(job: JobConfig, lr: float, warmup_steps: int, rows_per_step: int,
+                          min_lr_ratio: Optional[float] = None) -> LearnerConfig:
+    """The learner settings of a stage: its own LR, warm-up and (when set) LR floor, and grad_accum so that
+    one optimizer step takes rows_per_step rows over all ranks (a multiple of their micro-batches: config
+    validation)."""
     per_pass = job.learner.num_ranks * job.learner.micro_batch
-    return dataclasses.replace(job.learner, lr=lr, warmup_steps=warmup_steps, grad_accum=rows_per_step // per_pass)
+    floor = job.learner.min_lr_ratio if min_lr_ratio is None else min_lr_ratio
+    return dataclasses.replace(job.learner, lr=lr, warmup_steps=warmup_steps, min_lr_ratio=floor,
+                               grad_accum=rows_per_step // per_pass)
 
 
 def reward_model_dir(job: JobConfig, paths: RunPaths, stage: Stage) -> Optional[str]:
@@ -98,9 +102,7 @@ def sft_stage(job: JobConfig, paths: RunPaths) -> None:
     from trainers.sft import run_sft
     cfg, out = job.sft, paths.stage(Stage.sft)
     base, tokenizer, train, held_out = _start(job, paths, Stage.sft)
-    learner_cfg = policy_learner_config(job, cfg.lr, cfg.warmup_steps, cfg.batch_size)
-    if cfg.min_lr_ratio is not None:
-        learner_cfg = dataclasses.replace(learner_cfg, min_lr_ratio=cfg.min_lr_ratio)
+    learner_cfg = policy_learner_config(job, cfg.lr, cfg.warmup_steps, cfg.batch_size, cfg.min_lr_ratio)
     with alignment_roles(job, paths, Stage.sft, base, learner_cfg, cfg.steps) as roles:
         run_sft(roles, cfg, job.tasks, train, held_out, cfg.batch_size, job.learner.num_ranks, tokenizer, out,
                 job.seed, job.resume)
