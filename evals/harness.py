@@ -151,6 +151,10 @@ def setting_name(row: EvalRow) -> str:
     return "/".join(parts + ["greedy" if row.temperature == 0 else f"T{row.temperature:g}"])
 
 
+COUNTS = ("prompts", "samples")
+"""EvalRow fields StageEvals logs beside the measures (the report reads them, and does not tabulate them)."""
+
+
 @dataclass
 class StageEvals:
     """The suites a training stage runs on its own rollout and verifier workers at each held-out evaluation."""
@@ -159,11 +163,11 @@ class StageEvals:
     work_dir: Path
 
     def measures(self, pool, verifiers) -> dict[str, float]:
-        """{'evals/<setting>/<measure>': value} for every row, and the number of prompts it asked
-        ('evals/<setting>/prompts')."""
+        """{'evals/<setting>/<measure>': value} for every row, and the number of prompts it asked and of samples
+        per prompt ('evals/<setting>/prompts', 'evals/<setting>/samples')."""
         rows = run_suites(pool, verifiers, self.tokenizer, self.cfg, self.work_dir)
         out = {f"evals/{setting_name(r)}/{k}": v for r in rows for k, v in r.measures.items()}
-        return out | {f"evals/{setting_name(r)}/prompts": float(r.prompts) for r in rows}
+        return out | {f"evals/{setting_name(r)}/{k}": float(getattr(r, k)) for r in rows for k in COUNTS}
 
 
 def table(rows: list[EvalRow]) -> str:

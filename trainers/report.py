@@ -31,7 +31,8 @@ def first_last(records: list[dict], key: str) -> tuple[float, float] | None:
 def stage_rows(stage: str, records: list[dict]) -> list[str]:
     """The stage's own measures, then the eval suites it ran (eval.in_stages)."""
     rows = []
-    suites = sorted({k for r in records for k in r if k.startswith("evals/") and not k.endswith("/prompts")})
+    suites = sorted({k for r in records for k in r if k.startswith("evals/")
+                     and not k.endswith(("/prompts", "/samples"))})
     for key in MEASURES.get(stage, []) + suites:
         pair = first_last(records, key)
         if pair is not None:
@@ -84,20 +85,47 @@ def acceptance_checks(run_dir: Path, kl_bound: float | None) -> list[str]:
         if kl and kl_bound is not None:
             verdict = "within" if max(kl) <= kl_bound else "OVER"
             checks.append(f"ppo: largest KL per response {max(kl):.3f} nats, {verdict} the bound {kl_bound:g}")
+    path = run_dir / "reward_model" / "metrics.jsonl"
+    if path.is_file():
+        checks += reward_model_checks(read_metrics(path))
     for stage, reward in (("grpo", "a verifier reward (RLVR)"), ("ppo", "the reward model (RLHF)")):
         path = run_dir / stage / "metrics.jsonl"
-        records = read_metrics(path) if path.is_file() else []
-        pair = first_last(records, "evals/sycophancy/greedy/sycophancy")
-        prompts = first_last(records, "evals/sycophancy/greedy/prompts")
-        if pair and prompts:
-            checks.append(f"{stage}: sycophancy rate {pair[0]:.3f} -> {pair[1]:.3f} under {reward} (greedy answers to "
-                          f"{prompts[1]:.0f} held-out sums where the user asserts a wrong answer)")
+        if path.is_file():
+            checks += sycophancy_checks(stage, reward, read_metrics(path))
     path = run_dir / "dpo" / "metrics.jsonl"
     if path.is_file():
         pair = first_last(read_metrics(path), "eval/preference_accuracy")
         if pair:
             checks.append(f"dpo: held-out preference accuracy {pair[1]:.3f} (sign of the implicit reward margin)")
     return checks
+
+
+def reward_model_checks(records: list[dict]) -> list[str]:
+    """The reward model's last held-out pair accuracy, overall and per kind of pair (an `agree` share says how
+    strongly it prefers answers that agree with a user's wrong assertion: the sycophancy experiment)."""
+    last = first_last(records, "val/pair_accuracy")
+    if last is None:
+        return []
+    kinds = [(key.rsplit("/", 1)[1], first_last(records, key)) for key in MEASURES["reward_model"][1:]]
+    per_kind = ", ".join(f"{kind} {pair[1]:.3f}" for kind, pair in kinds if pair)
+    return [f"reward_model: held-out pair accuracy {last[1]:.3f}" + (f" ({per_kind})" if per_kind else "")]
+
+
+def sycophancy_checks(stage: str, reward: str, records: list[dict]) -> list[str]:
+    """The sycophancy rate at the stage's first and last evaluation, greedy first, then each temperature."""
+    prefix = "evals/sycophancy/"
+    settings = {k[len(prefix):].split("/")[0] for r in records for k in r if k.startswith(prefix)}
+    lines = []
+    for setting in sorted(settings, key=lambda s: (s != "greedy", s)):
+        rate, prompts = (first_last(records, f"{prefix}{setting}/{k}") for k in ("sycophancy", "prompts"))
+        if rate is None or prompts is None:
+            continue
+        samples = first_last(records, f"{prefix}{setting}/samples")
+        decoding = ("greedy answers to" if setting == "greedy" else
+                    f"{samples[1] if samples else 1:.0f} samples at T={setting[1:]} of each of")
+        lines.append(f"{stage}: sycophancy rate {rate[0]:.3f} -> {rate[1]:.3f} under {reward} ({decoding} "
+                     f"{prompts[1]:.0f} held-out sums where the user asserts a wrong answer)")
+    return lines
 
 
 def read_timings(run_dir: Path) -> dict[str, float]:

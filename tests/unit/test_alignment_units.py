@@ -89,6 +89,10 @@ def test_report_tables_and_checks(tmp_path):
     import json
     (tmp_path / "grpo").mkdir()
     (tmp_path / "ppo").mkdir()
+    (tmp_path / "reward_model").mkdir()
+    (tmp_path / "reward_model/metrics.jsonl").write_text("\n".join(json.dumps(r) for r in [
+        {"step": 0, "val/pair_accuracy": 0.5, "val/pair_accuracy/final": 0.5, "val/pair_accuracy/agree": 0.5},
+        {"step": 9, "val/pair_accuracy": 0.875, "val/pair_accuracy/final": 1.0, "val/pair_accuracy/agree": 0.75}]))
     (tmp_path / "grpo/metrics.jsonl").write_text("\n".join(json.dumps(r) for r in [
         {"step": 0, "eval/pass@1": 0.25}, {"step": 1, "reward/mean": 0.3}, {"step": 2, "eval/pass@1": 0.4}]))
     (tmp_path / "ppo/metrics.jsonl").write_text("\n".join(json.dumps(r) for r in [
@@ -97,16 +101,23 @@ def test_report_tables_and_checks(tmp_path):
          "evals/sycophancy/greedy/sycophancy": 0.375, "evals/sycophancy/greedy/prompts": 8.0}]))
     with (tmp_path / "ppo/metrics.jsonl").open("a") as f:
         f.write("\n" + json.dumps({"step": 0, "evals/sycophancy/greedy/sycophancy": 0.125,
-                                    "evals/sycophancy/greedy/prompts": 8.0}))
+                                    "evals/sycophancy/greedy/prompts": 8.0, "evals/sycophancy/T1/sycophancy": 0.25,
+                                    "evals/sycophancy/T1/prompts": 8.0, "evals/sycophancy/T1/samples": 4.0}))
     checks = acceptance_checks(tmp_path, kl_bound=1.0)
     assert "grpo: held-out pass@1 0.250 -> 0.400 (+15.0 points)" in checks
     assert "ppo: largest KL per response 1.500 nats, OVER the bound 1" in checks
     text = write_report(tmp_path, ["grpo", "ppo"], {"grpo": 10.0, "ppo": 5.5}, checks).read_text()
     assert "| grpo | eval/pass@1 | 0.25 | 0.4 | +0.15 |" in text and "| total | 15.5 |" in text
     assert "| ppo | evals/sycophancy/greedy/sycophancy | 0.375 | 0.125 | -0.25 |" in text
-    assert "evals/sycophancy/greedy/prompts" not in text
-    assert ("ppo: sycophancy rate 0.375 -> 0.125 under the reward model (RLHF) (greedy answers to 8 held-out sums "
-            "where the user asserts a wrong answer)") in checks
+    assert "evals/sycophancy/greedy/prompts" not in text and "evals/sycophancy/T1/samples" not in text
+    assert "| ppo | evals/sycophancy/T1/sycophancy | 0.25 | 0.25 | +0 |" in text
+    ppo_lines = [c for c in checks if c.startswith("ppo: sycophancy")]
+    assert ppo_lines == [
+        "ppo: sycophancy rate 0.375 -> 0.125 under the reward model (RLHF) (greedy answers to 8 held-out sums "
+        "where the user asserts a wrong answer)",
+        "ppo: sycophancy rate 0.250 -> 0.250 under the reward model (RLHF) (4 samples at T=1 of each of 8 held-out "
+        "sums where the user asserts a wrong answer)"]
+    assert "reward_model: held-out pair accuracy 0.875 (final 1.000, agree 0.750)" in checks
 
 
 def test_generated_tasks_carry_the_answer_and_optionally_the_worked_steps():

@@ -104,3 +104,14 @@ def test_a_missing_reward_model_fails_before_any_actor_starts(monkeypatch, tmp_p
     with pytest.raises(RunDirError, match="no reward model at .*run the reward_model stage first"):
         with alignment_roles(job, RunPaths(tmp_path / "tiny"), Stage.grpo, tmp_path, job.learner, 1):
             pass
+
+
+def test_each_stage_learner_gets_its_own_lr_floor_and_step_size():
+    from cluster.align_stages import policy_learner_config
+    job = load_job_config("configs/tiny.yaml", ["learner.min_lr_ratio=0.1", "sft.min_lr_ratio=1.0"])
+    sft = policy_learner_config(job, job.sft.lr, job.sft.warmup_steps, job.sft.batch_size, job.sft.min_lr_ratio)
+    grpo = policy_learner_config(job, job.grpo.update.lr, 0, job.grpo.update.minibatch_size)
+    assert (sft.lr, sft.min_lr_ratio, sft.grad_accum) == (1e-3, 1.0, 2)      # 32 rows = 2 ranks x 8 x 2
+    assert (grpo.lr, grpo.min_lr_ratio, grpo.grad_accum) == (1e-4, 0.1, 8)   # 128 rows = 2 ranks x 8 x 8
+    unset = load_job_config("configs/tiny.yaml", ["learner.min_lr_ratio=0.25", "sft.min_lr_ratio=null"])
+    assert policy_learner_config(unset, 1e-3, 0, 32, unset.sft.min_lr_ratio).min_lr_ratio == 0.25
