@@ -91,7 +91,7 @@ def updates_per_step(rollouts: int, update: PolicyUpdateConfig) -> int:
 def grpo_stage(job: JobConfig, paths: RunPaths) -> None:
     from trainers.grpo import run_grpo
     cfg, out = job.grpo, paths.stage(Stage.grpo)
-    base, tokenizer, train, held_out = _start(job, paths, Stage.grpo)
+    base, tokenizer, train, held_out = _start(job, paths, Stage.grpo, cfg.assert_wrong)
     learner_cfg = policy_learner_config(job, cfg.update.lr, cfg.update.warmup_steps, cfg.update.minibatch_size)
     total = cfg.steps * updates_per_step(cfg.prompts_per_step * cfg.group_size, cfg.update)
     with alignment_roles(job, paths, Stage.grpo, base, learner_cfg, total, reference=True) as roles:
@@ -121,7 +121,7 @@ def rsft_stage(job: JobConfig, paths: RunPaths) -> None:
 def ppo_stage(job: JobConfig, paths: RunPaths) -> None:
     from trainers.ppo import run_ppo
     cfg, out = job.ppo, paths.stage(Stage.ppo)
-    base, tokenizer, train, held_out = _start(job, paths, Stage.ppo)
+    base, tokenizer, train, held_out = _start(job, paths, Stage.ppo, cfg.assert_wrong)
     learner_cfg = policy_learner_config(job, cfg.update.lr, cfg.update.warmup_steps, cfg.update.minibatch_size)
     critic_cfg = dataclasses.replace(learner_cfg, lr=cfg.critic_lr)
     critic_base = reward_model_dir(job, paths, Stage.ppo) if cfg.critic_init == CriticInit.reward_model else str(base)
@@ -151,13 +151,17 @@ def dpo_stage(job: JobConfig, paths: RunPaths) -> None:
         policy.shutdown()
 
 
-def _start(job: JobConfig, paths: RunPaths, stage: Stage):
-    """The stage's starting policy, its tokenizer, and the training and held-out tasks in its chat format."""
+def _start(job: JobConfig, paths: RunPaths, stage: Stage, assert_wrong: Optional[float] = None):
+    """The stage's starting policy, its tokenizer, and the training and held-out tasks in its chat format
+    (assert_wrong: the stage's own share of training questions with a wrong assertion; None: tasks.train's)."""
     from trainers.tasks import train_and_held_out
     from trainers.tokenizer import load_tokenizer
     base = policy_model(job, paths, stage)
     tokenizer = load_tokenizer(base)
-    return (base, tokenizer) + train_and_held_out(job.tasks, tokenizer, job.seed)
+    tasks = job.tasks
+    if assert_wrong is not None:
+        tasks = dataclasses.replace(tasks, train=dataclasses.replace(tasks.train, assert_wrong=assert_wrong))
+    return (base, tokenizer) + train_and_held_out(tasks, tokenizer, job.seed)
 
 
 ALIGNMENT_STAGES = {Stage.sft: sft_stage, Stage.grpo: grpo_stage, Stage.rsft: rsft_stage, Stage.ppo: ppo_stage,

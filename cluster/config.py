@@ -259,6 +259,10 @@ def validate_alignment(job: JobConfig, need) -> None:
     need(t.rag.top_k >= 1 and t.rag.chunk_words >= 1, "tasks.rag.top_k and chunk_words: must be >= 1")
     for key, source in (("train", t.train), ("held_out", t.held_out)):
         need(0.0 <= source.assert_wrong <= 1.0, f"tasks.{key}.assert_wrong: must be in [0, 1]")
+    for key, share in (("grpo", job.grpo.assert_wrong), ("ppo", job.ppo.assert_wrong)):
+        need(share is None or 0.0 <= share <= 1.0, f"{key}.assert_wrong: must be in [0, 1]")
+        need(share is None or t.train.kind == TaskKind.generated,
+             f"{key}.assert_wrong: only generated tasks (tasks.train.kind: generated) can carry a wrong assertion")
     for key, src in (("train", t.train), ("held_out", t.held_out)):
         need(src.count >= 1 or src.kind != TaskKind.generated, f"tasks.{key}.count: must be >= 1 for generated tasks")
         need(bool(src.name), f"tasks.{key}.name: required")

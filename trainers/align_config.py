@@ -152,6 +152,10 @@ class GrpoConfig:
     """Sampling temperature of the rollouts."""
     reward: RewardTerms = RewardTerms.verifiers
     """What the reward is made of."""
+    assert_wrong: Optional[float] = None
+    """Share of this stage's training prompts where the user asserts a wrong answer (tasks.train's questions,
+    drawn as tasks.train.assert_wrong draws them); None: tasks.train.assert_wrong. The sycophancy experiment
+    gives grpo (RLVR) and ppo (RLHF) the same share (Part 4)."""
     advantage: AdvantageKind = AdvantageKind.grpo
     """Advantage estimator."""
     update: PolicyUpdateConfig = field(default_factory=PolicyUpdateConfig)
@@ -195,6 +199,10 @@ class PpoConfig:
     """Sampling temperature of the rollouts."""
     reward: RewardTerms = RewardTerms.reward_model
     """What the reward is made of."""
+    assert_wrong: Optional[float] = None
+    """Share of this stage's training prompts where the user asserts a wrong answer (tasks.train's questions,
+    drawn as tasks.train.assert_wrong draws them); None: tasks.train.assert_wrong. The sycophancy experiment
+    gives grpo (RLVR) and ppo (RLHF) the same share (Part 4)."""
     update: PolicyUpdateConfig = field(default_factory=lambda: PolicyUpdateConfig(kl_coef=0.05))
     kl_placement: KlPlacement = KlPlacement.reward
     """Where the KL to the reference enters."""

@@ -115,3 +115,31 @@ def test_each_stage_learner_gets_its_own_lr_floor_and_step_size():
     assert (grpo.lr, grpo.min_lr_ratio, grpo.grad_accum) == (1e-4, 0.1, 8)   # 128 rows = 2 ranks x 8 x 8
     unset = load_job_config("configs/tiny.yaml", ["learner.min_lr_ratio=0.25", "sft.min_lr_ratio=null"])
     assert policy_learner_config(unset, 1e-3, 0, 32, unset.sft.min_lr_ratio).min_lr_ratio == 0.25
+
+
+def test_grpo_and_ppo_carry_their_own_share_of_wrong_assertions(tmp_path):
+    from cluster.align_stages import _start
+    from cluster.pipeline import RunPaths
+    from trainers.corpus import format_answer, format_prompt
+    from trainers.tokenizer import train_tokenizer
+    train_tokenizer([format_prompt("What is 12 + 7? I think the answer is 18.") + format_answer("12 + 7 = 19", "19")] * 40,
+                    300, tmp_path / "policy", 128)
+    overrides = [f"model.path={tmp_path / 'policy'}", "tasks.train.count=200", "tasks.train.assert_wrong=0.0"]
+    job = load_job_config("configs/tiny.yaml", overrides + ["stages=[grpo]", "grpo.assert_wrong=1.0"])
+    asserted = lambda tasks: sum("I think the answer is" in t.sample.prompt for t in tasks)  # noqa: E731
+    _, _, train, held_out = _start(job, RunPaths(tmp_path / "run"), Stage.grpo, job.grpo.assert_wrong)
+    assert asserted(train) == len(train) == 200 and asserted(held_out) == 0
+    job = load_job_config("configs/tiny.yaml", overrides + ["stages=[ppo]", "ppo.assert_wrong=null"])
+    _, _, train, _ = _start(job, RunPaths(tmp_path / "run"), Stage.ppo, job.ppo.assert_wrong)   # None: tasks.train's 0
+    assert asserted(train) == 0
+    half = load_job_config("configs/tiny.yaml", overrides + ["stages=[ppo]", "ppo.assert_wrong=0.5"])
+    _, _, train, _ = _start(half, RunPaths(tmp_path / "run"), Stage.ppo, half.ppo.assert_wrong)
+    assert 70 < asserted(train) < 130     # 200 seeded draws at 0.5
+
+
+@pytest.mark.parametrize("override, words", [
+    ("grpo.assert_wrong=1.5", "grpo.assert_wrong: must be in [0, 1]"),
+    ("ppo.assert_wrong=-0.1", "ppo.assert_wrong: must be in [0, 1]"),
+])
+def test_stage_assertion_share_is_checked(override, words):
+    assert words in error("stages=[grpo,ppo]", override)
