@@ -92,7 +92,8 @@ def grpo_stage(job: JobConfig, paths: RunPaths) -> None:
     from trainers.grpo import run_grpo
     cfg, out = job.grpo, paths.stage(Stage.grpo)
     base, tokenizer, train, held_out = _start(job, paths, Stage.grpo, cfg.assert_wrong)
-    learner_cfg = policy_learner_config(job, cfg.update.lr, cfg.update.warmup_steps, cfg.update.minibatch_size)
+    learner_cfg = policy_learner_config(job, cfg.update.lr, cfg.update.warmup_steps, cfg.update.minibatch_size,
+                                        cfg.update.min_lr_ratio)
     total = cfg.steps * updates_per_step(cfg.prompts_per_step * cfg.group_size, cfg.update)
     with alignment_roles(job, paths, Stage.grpo, base, learner_cfg, total, reference=True) as roles:
         run_grpo(roles, cfg, job.tasks, train, held_out, job.learner.num_ranks, tokenizer, out, job.seed, job.resume)
@@ -122,7 +123,8 @@ def ppo_stage(job: JobConfig, paths: RunPaths) -> None:
     from trainers.ppo import run_ppo
     cfg, out = job.ppo, paths.stage(Stage.ppo)
     base, tokenizer, train, held_out = _start(job, paths, Stage.ppo, cfg.assert_wrong)
-    learner_cfg = policy_learner_config(job, cfg.update.lr, cfg.update.warmup_steps, cfg.update.minibatch_size)
+    learner_cfg = policy_learner_config(job, cfg.update.lr, cfg.update.warmup_steps, cfg.update.minibatch_size,
+                                        cfg.update.min_lr_ratio)
     critic_cfg = dataclasses.replace(learner_cfg, lr=cfg.critic_lr)
     critic_base = reward_model_dir(job, paths, Stage.ppo) if cfg.critic_init == CriticInit.reward_model else str(base)
     total = cfg.steps * updates_per_step(cfg.prompts_per_step * cfg.samples_per_prompt, cfg.update)

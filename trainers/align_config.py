@@ -103,6 +103,8 @@ class PolicyUpdateConfig:
     """Peak learning rate of the policy."""
     warmup_steps: int = 0
     """Linear warm-up steps."""
+    min_lr_ratio: Optional[float] = None
+    """The cosine decays to lr * this (None: learner.min_lr_ratio); 1.0 holds the LR constant."""
     ppo_epochs: int = 1
     """Passes over each step's rollouts."""
     minibatch_size: int = 64

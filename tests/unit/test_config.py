@@ -106,25 +106,49 @@ def test_a_missing_reward_model_fails_before_any_actor_starts(monkeypatch, tmp_p
             pass
 
 
-def test_each_stage_learner_gets_its_own_lr_floor_and_step_size():
-    from cluster.align_stages import policy_learner_config
-    job = load_job_config("configs/tiny.yaml", ["learner.min_lr_ratio=0.1", "sft.min_lr_ratio=1.0"])
-    sft = policy_learner_config(job, job.sft.lr, job.sft.warmup_steps, job.sft.batch_size, job.sft.min_lr_ratio)
-    grpo = policy_learner_config(job, job.grpo.update.lr, 0, job.grpo.update.minibatch_size)
-    assert (sft.lr, sft.min_lr_ratio, sft.grad_accum) == (1e-3, 1.0, 2)      # 32 rows = 2 ranks x 8 x 2
-    assert (grpo.lr, grpo.min_lr_ratio, grpo.grad_accum) == (1e-4, 0.1, 8)   # 128 rows = 2 ranks x 8 x 8
-    unset = load_job_config("configs/tiny.yaml", ["learner.min_lr_ratio=0.25", "sft.min_lr_ratio=null"])
-    assert policy_learner_config(unset, 1e-3, 0, 32, unset.sft.min_lr_ratio).min_lr_ratio == 0.25
-
-
-def test_grpo_and_ppo_carry_their_own_share_of_wrong_assertions(tmp_path):
-    from cluster.align_stages import _start
-    from cluster.pipeline import RunPaths
+@pytest.fixture
+def policy_dir(tmp_path):
+    """A directory holding only a tokenizer: what the stages read before any actor starts."""
     from trainers.corpus import format_answer, format_prompt
     from trainers.tokenizer import train_tokenizer
     train_tokenizer([format_prompt("What is 12 + 7? I think the answer is 18.") + format_answer("12 + 7 = 19", "19")] * 40,
                     300, tmp_path / "policy", 128)
-    overrides = [f"model.path={tmp_path / 'policy'}", "tasks.train.count=200", "tasks.train.assert_wrong=0.0"]
+    return tmp_path / "policy"
+
+
+def test_each_stage_learner_gets_its_own_lr_floor_and_step_size(monkeypatch, tmp_path, policy_dir):
+    """The learner settings sft, grpo and ppo hand to their roles (actors and loops replaced by recorders)."""
+    from contextlib import contextmanager
+    import cluster.align_stages as stages
+    import trainers.grpo
+    import trainers.ppo
+    import trainers.sft
+    from cluster.pipeline import RunPaths
+    seen = {}
+
+    @contextmanager
+    def roles(job, paths, stage, base, learner_cfg, total_steps, reference=False, critic=None):
+        seen[stage] = learner_cfg
+        yield None
+
+    monkeypatch.setattr(stages, "alignment_roles", roles)
+    for module, loop in ((trainers.sft, "run_sft"), (trainers.grpo, "run_grpo"), (trainers.ppo, "run_ppo")):
+        monkeypatch.setattr(module, loop, lambda *args, **kwargs: None)
+    common = [f"model.path={policy_dir}", "tasks.train.count=50", "learner.min_lr_ratio=0.1"]
+    for stage, overrides in ((Stage.sft, ["sft.min_lr_ratio=1.0"]), (Stage.grpo, ["grpo.update.min_lr_ratio=0.5"]),
+                             (Stage.ppo, ["ppo.update.min_lr_ratio=null"])):
+        job = load_job_config("configs/tiny.yaml", common + [f"stages=[{stage.value}]"] + overrides)
+        stages.ALIGNMENT_STAGES[stage](job, RunPaths(tmp_path / stage.value))
+    sft, grpo, ppo = seen[Stage.sft], seen[Stage.grpo], seen[Stage.ppo]
+    assert (sft.lr, sft.min_lr_ratio, sft.grad_accum) == (1e-3, 1.0, 2)      # 32 rows = 2 ranks x 8 x 2
+    assert (grpo.lr, grpo.min_lr_ratio, grpo.grad_accum) == (1e-4, 0.5, 8)   # 128 rows = 2 ranks x 8 x 8
+    assert (ppo.lr, ppo.min_lr_ratio, ppo.grad_accum) == (3e-5, 0.1, 2)      # unset: learner.min_lr_ratio
+
+
+def test_grpo_and_ppo_carry_their_own_share_of_wrong_assertions(tmp_path, policy_dir):
+    from cluster.align_stages import _start
+    from cluster.pipeline import RunPaths
+    overrides = [f"model.path={policy_dir}", "tasks.train.count=200", "tasks.train.assert_wrong=0.0"]
     job = load_job_config("configs/tiny.yaml", overrides + ["stages=[grpo]", "grpo.assert_wrong=1.0"])
     asserted = lambda tasks: sum("I think the answer is" in t.sample.prompt for t in tasks)  # noqa: E731
     _, _, train, held_out = _start(job, RunPaths(tmp_path / "run"), Stage.grpo, job.grpo.assert_wrong)
@@ -138,6 +162,7 @@ def test_grpo_and_ppo_carry_their_own_share_of_wrong_assertions(tmp_path):
 
 
 @pytest.mark.parametrize("override, words", [
+    ("grpo.update.min_lr_ratio=2", "grpo.update.min_lr_ratio: must be in [0, 1]"),
     ("grpo.assert_wrong=1.5", "grpo.assert_wrong: must be in [0, 1]"),
     ("ppo.assert_wrong=-0.1", "ppo.assert_wrong: must be in [0, 1]"),
 ])
