@@ -9,6 +9,9 @@ from evals.knowledge import KnowledgeConfig
 from evals.rag import RagConfig
 from trainers.align_config import TaskKind, TaskSource
 
+COUNTS = ("prompts", "samples")
+"""EvalRow fields StageEvals logs beside each setting's measures (the report reads them, and does not tabulate them)."""
+
 ONE_DIGIT_SUMS = {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1}
 
 

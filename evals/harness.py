@@ -16,7 +16,7 @@ from typing import Iterator, Optional
 import numpy as np
 from tqdm import tqdm
 
-from evals.config import EvalConfig, PromptMode, Suite
+from evals.config import COUNTS, EvalConfig, PromptMode, Suite
 from evals.suites import EvalItem, fact_items, facts_retriever, math_items, suite_rows, sycophancy_items
 from rollout.types import Sampling
 from trainers.metrics import png
@@ -149,10 +149,6 @@ def setting_name(row: EvalRow) -> str:
     """e.g. 'facts/rag/T0.7', 'arith/cot_few_shot/greedy'."""
     parts = [row.suite] + ([row.mode] if row.mode != PromptMode.zero_shot.value else []) + (["rag"] if row.rag else [])
     return "/".join(parts + ["greedy" if row.temperature == 0 else f"T{row.temperature:g}"])
-
-
-COUNTS = ("prompts", "samples")
-"""EvalRow fields StageEvals logs beside the measures (the report reads them, and does not tabulate them)."""
 
 
 @dataclass

@@ -8,6 +8,7 @@ import json
 import os
 from pathlib import Path
 
+from evals.config import COUNTS
 from trainers.metrics import read_metrics
 
 # Held-out measures per stage (metrics.jsonl keys), in the order the table shows them.
@@ -31,8 +32,8 @@ def first_last(records: list[dict], key: str) -> tuple[float, float] | None:
 def stage_rows(stage: str, records: list[dict]) -> list[str]:
     """The stage's own measures, then the eval suites it ran (eval.in_stages)."""
     rows = []
-    suites = sorted({k for r in records for k in r if k.startswith("evals/")
-                     and not k.endswith(("/prompts", "/samples"))})
+    counts = tuple(f"/{k}" for k in COUNTS)
+    suites = sorted({k for r in records for k in r if k.startswith("evals/") and not k.endswith(counts)})
     for key in MEASURES.get(stage, []) + suites:
         pair = first_last(records, key)
         if pair is not None:
@@ -106,7 +107,8 @@ def reward_model_checks(records: list[dict]) -> list[str]:
     last = first_last(records, "val/pair_accuracy")
     if last is None:
         return []
-    kinds = [(key.rsplit("/", 1)[1], first_last(records, key)) for key in MEASURES["reward_model"][1:]]
+    kinds = [(key.rsplit("/", 1)[1], first_last(records, key)) for key in MEASURES["reward_model"]
+             if key.startswith("val/pair_accuracy/")]
     per_kind = ", ".join(f"{kind} {pair[1]:.3f}" for kind, pair in kinds if pair)
     return [f"reward_model: held-out pair accuracy {last[1]:.3f}" + (f" ({per_kind})" if per_kind else "")]
 
