@@ -28,6 +28,11 @@ def policy_learner_config(job: JobConfig, lr: float, warmup_steps: int, rows_per
                                grad_accum=rows_per_step // per_pass)
 
 
+def update_learner_config(job: JobConfig, update: PolicyUpdateConfig) -> LearnerConfig:
+    """policy_learner_config from a grpo or ppo update section: its LR, warm-up, LR floor and minibatch."""
+    return policy_learner_config(job, update.lr, update.warmup_steps, update.minibatch_size, update.min_lr_ratio)
+
+
 def reward_model_dir(job: JobConfig, paths: RunPaths, stage: Stage) -> Optional[str]:
     """The local reward model the rubric serves (None: none, an HTTP endpoint, or from_stage before the
     reward_model stage has run: sft comes first)."""
@@ -92,8 +97,7 @@ def grpo_stage(job: JobConfig, paths: RunPaths) -> None:
     from trainers.grpo import run_grpo
     cfg, out = job.grpo, paths.stage(Stage.grpo)
     base, tokenizer, train, held_out = _start(job, paths, Stage.grpo, cfg.assert_wrong)
-    learner_cfg = policy_learner_config(job, cfg.update.lr, cfg.update.warmup_steps, cfg.update.minibatch_size,
-                                        cfg.update.min_lr_ratio)
+    learner_cfg = update_learner_config(job, cfg.update)
     total = cfg.steps * updates_per_step(cfg.prompts_per_step * cfg.group_size, cfg.update)
     with alignment_roles(job, paths, Stage.grpo, base, learner_cfg, total, reference=True) as roles:
         run_grpo(roles, cfg, job.tasks, train, held_out, job.learner.num_ranks, tokenizer, out, job.seed, job.resume)
@@ -123,8 +127,7 @@ def ppo_stage(job: JobConfig, paths: RunPaths) -> None:
     from trainers.ppo import run_ppo
     cfg, out = job.ppo, paths.stage(Stage.ppo)
     base, tokenizer, train, held_out = _start(job, paths, Stage.ppo, cfg.assert_wrong)
-    learner_cfg = policy_learner_config(job, cfg.update.lr, cfg.update.warmup_steps, cfg.update.minibatch_size,
-                                        cfg.update.min_lr_ratio)
+    learner_cfg = update_learner_config(job, cfg.update)
     critic_cfg = dataclasses.replace(learner_cfg, lr=cfg.critic_lr)
     critic_base = reward_model_dir(job, paths, Stage.ppo) if cfg.critic_init == CriticInit.reward_model else str(base)
     total = cfg.steps * updates_per_step(cfg.prompts_per_step * cfg.samples_per_prompt, cfg.update)

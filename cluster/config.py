@@ -278,7 +278,10 @@ def validate_alignment(job: JobConfig, need) -> None:
         need(0 <= u.clip_low < 1 and u.clip_high >= 0, f"{key}.clip_low must be in [0, 1) and clip_high >= 0")
         need(u.dual_clip is None or u.dual_clip > 1, f"{key}.dual_clip: must be > 1 or null")
         need(u.kl_coef >= 0, f"{key}.kl_coef: must be >= 0")
-        need(u.min_lr_ratio is None or 0.0 <= u.min_lr_ratio <= 1.0, f"{key}.min_lr_ratio: must be in [0, 1]")
+        lr_floor(f"{key}.min_lr_ratio", u.min_lr_ratio)
+
+    def lr_floor(key: str, ratio: Optional[float]) -> None:
+        need(ratio is None or 0.0 <= ratio <= 1.0, f"{key}: must be in [0, 1]")
 
     def rewards_for(key: str, terms: RewardTerms) -> None:
         need(terms == RewardTerms.reward_model or bool(job.rewards.verifiers),
@@ -291,7 +294,7 @@ def validate_alignment(job: JobConfig, need) -> None:
         rows("sft.batch_size", job.sft.batch_size)
         need(job.sft.steps >= 1 and job.sft.warmup_steps < job.sft.steps and job.sft.lr > 0,
              "sft: needs steps >= 1, warmup_steps < steps, lr > 0")
-        need(job.sft.min_lr_ratio is None or 0.0 <= job.sft.min_lr_ratio <= 1.0, "sft.min_lr_ratio: must be in [0, 1]")
+        lr_floor("sft.min_lr_ratio", job.sft.min_lr_ratio)
     if Stage.grpo in stages:
         g = job.grpo
         update("grpo.update", g.update)
