@@ -1,5 +1,5 @@
-"""The stages after pretraining (sft, grpo, rsft, ppo, dpo): each starts the roles it needs, hands them
-to its loop in trainers/, and stops them, whatever happens.
+"""The stages after pretraining (sft, grpo, sycophancy_ppo, rsft, ppo, dpo): each starts the roles it needs,
+hands them to its loop in trainers/, and stops them, whatever happens.
 
 Each reads the policy the previous policy stage wrote (or model.path) and writes <run>/<stage>/model."""
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Iterator, Optional
 
 from cluster.config import STAGE_ORDER, JobConfig, Stage
 from cluster.pipeline import RunDirError, RunPaths, policy_model
-from trainers.align_config import CriticInit, PolicyUpdateConfig
+from trainers.align_config import CriticInit, PolicyUpdateConfig, PpoConfig
 from evals.harness import StageEvals
 from trainers.alignment import Roles
 from trainers.config import LearnerConfig
@@ -106,7 +106,7 @@ def grpo_stage(job: JobConfig, paths: RunPaths) -> None:
 def sft_stage(job: JobConfig, paths: RunPaths) -> None:
     from trainers.sft import run_sft
     cfg, out = job.sft, paths.stage(Stage.sft)
-    base, tokenizer, train, held_out = _start(job, paths, Stage.sft)
+    base, tokenizer, train, held_out = _start(job, paths, Stage.sft, cfg.assert_wrong)
     learner_cfg = policy_learner_config(job, cfg.lr, cfg.warmup_steps, cfg.batch_size, cfg.min_lr_ratio)
     with alignment_roles(job, paths, Stage.sft, base, learner_cfg, cfg.steps) as roles:
         run_sft(roles, cfg, job.tasks, train, held_out, cfg.batch_size, job.learner.num_ranks, tokenizer, out,
@@ -124,14 +124,22 @@ def rsft_stage(job: JobConfig, paths: RunPaths) -> None:
 
 
 def ppo_stage(job: JobConfig, paths: RunPaths) -> None:
+    _ppo(job, paths, Stage.ppo, job.ppo)
+
+
+def sycophancy_ppo_stage(job: JobConfig, paths: RunPaths) -> None:
+    _ppo(job, paths, Stage.sycophancy_ppo, job.sycophancy_ppo)
+
+
+def _ppo(job: JobConfig, paths: RunPaths, stage: Stage, cfg: PpoConfig) -> None:
     from trainers.ppo import run_ppo
-    cfg, out = job.ppo, paths.stage(Stage.ppo)
-    base, tokenizer, train, held_out = _start(job, paths, Stage.ppo, cfg.assert_wrong)
+    out = paths.stage(stage)
+    base, tokenizer, train, held_out = _start(job, paths, stage, cfg.assert_wrong)
     learner_cfg = update_learner_config(job, cfg.update)
     critic_cfg = dataclasses.replace(learner_cfg, lr=cfg.critic_lr)
-    critic_base = reward_model_dir(job, paths, Stage.ppo) if cfg.critic_init == CriticInit.reward_model else str(base)
+    critic_base = reward_model_dir(job, paths, stage) if cfg.critic_init == CriticInit.reward_model else str(base)
     total = cfg.steps * updates_per_step(cfg.prompts_per_step * cfg.samples_per_prompt, cfg.update)
-    with alignment_roles(job, paths, Stage.ppo, base, learner_cfg, total, reference=True,
+    with alignment_roles(job, paths, stage, base, learner_cfg, total, reference=True,
                          critic=(critic_cfg, critic_base)) as roles:
         run_ppo(roles, cfg, job.tasks, train, held_out, job.learner.num_ranks, tokenizer, out, job.seed, job.resume)
 
@@ -169,5 +177,5 @@ def _start(job: JobConfig, paths: RunPaths, stage: Stage, assert_wrong: Optional
     return (base, tokenizer) + train_and_held_out(tasks, tokenizer, job.seed)
 
 
-ALIGNMENT_STAGES = {Stage.sft: sft_stage, Stage.grpo: grpo_stage, Stage.rsft: rsft_stage, Stage.ppo: ppo_stage,
-                    Stage.dpo: dpo_stage}
+ALIGNMENT_STAGES = {Stage.sft: sft_stage, Stage.grpo: grpo_stage, Stage.sycophancy_ppo: sycophancy_ppo_stage,
+                    Stage.rsft: rsft_stage, Stage.ppo: ppo_stage, Stage.dpo: dpo_stage}

@@ -38,17 +38,20 @@ class Stage(Enum):
     """Group-relative policy optimisation against the reward rubric (RLVR)."""
     rsft = "rsft"
     """Best-of-N sampling, then SFT on the kept responses, for a number of rounds."""
+    sycophancy_ppo = "sycophancy_ppo"
+    """PPO against the reward model from the policy grpo starts from: the RLHF arm of the sycophancy
+    experiment (Part 4), grpo its RLVR arm. Its policy feeds no later stage."""
     ppo = "ppo"
     """PPO with a critic and GAE against the reward model (RLHF)."""
     dpo = "dpo"
     """Direct preference optimisation on offline pairs."""
 
 
-STAGE_ORDER = [Stage.tokenizer, Stage.pretrain, Stage.sft, Stage.reward_model, Stage.grpo, Stage.rsft, Stage.ppo,
-               Stage.dpo]
+STAGE_ORDER = [Stage.tokenizer, Stage.pretrain, Stage.sft, Stage.reward_model, Stage.grpo, Stage.sycophancy_ppo,
+               Stage.rsft, Stage.ppo, Stage.dpo]
 POLICY_STAGES = [Stage.pretrain, Stage.sft, Stage.grpo, Stage.rsft, Stage.ppo, Stage.dpo]
 """Stages whose output is the policy the next one starts from."""
-ROLLOUT_STAGES = [Stage.sft, Stage.grpo, Stage.rsft, Stage.ppo]
+ROLLOUT_STAGES = [Stage.sft, Stage.grpo, Stage.sycophancy_ppo, Stage.rsft, Stage.ppo]
 """Stages that sample from the policy (sft only for its held-out evaluation)."""
 
 
@@ -69,8 +72,8 @@ class JobConfig:
     runs_dir: str = "runs"
     """Folder holding run directories."""
     stages: list[Stage] = field(default_factory=lambda: [Stage.tokenizer, Stage.pretrain])
-    """Stages to run, in pipeline order (a subsequence of tokenizer, pretrain, sft, reward_model, grpo, rsft,
-    ppo, dpo); each reads what the previous one wrote."""
+    """Stages to run, in pipeline order (a subsequence of tokenizer, pretrain, sft, reward_model, grpo,
+    sycophancy_ppo, rsft, ppo, dpo); each reads what the previous one wrote."""
     seed: int = 0
     """Seeds data generation, splits, batch order and model initialisation."""
     resume: bool = False
@@ -86,6 +89,7 @@ class JobConfig:
     grpo: GrpoConfig = field(default_factory=GrpoConfig)
     rsft: RsftConfig = field(default_factory=RsftConfig)
     ppo: PpoConfig = field(default_factory=PpoConfig)
+    sycophancy_ppo: PpoConfig = field(default_factory=lambda: PpoConfig(assert_wrong=1.0))
     dpo: DpoConfig = field(default_factory=DpoConfig)
     reference: ReferenceConfig = field(default_factory=ReferenceConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
@@ -231,7 +235,7 @@ def validate(job: JobConfig) -> None:
     if job.learner.lora is not None:
         need(job.learner.zero_stage <= 2, "learner.lora: needs learner.zero_stage 0, 1 or 2 (adapters are merged "
                                           "from whole weights; ZeRO-3 shards them)")
-        with_heads = [s.value for s in job.stages if s in (Stage.reward_model, Stage.ppo)]
+        with_heads = [s.value for s in job.stages if s in (Stage.reward_model, Stage.sycophancy_ppo, Stage.ppo)]
         need(not with_heads, f"learner.lora: not for stages with a scalar head ({', '.join(with_heads)}): the "
                              "reward model's and the critic's heads would stay frozen")
         if job.learner.lora.regulariser == Regulariser.ewc:
@@ -259,10 +263,11 @@ def validate_alignment(job: JobConfig, need) -> None:
     need(t.rag.top_k >= 1 and t.rag.chunk_words >= 1, "tasks.rag.top_k and chunk_words: must be >= 1")
     for key, source in (("train", t.train), ("held_out", t.held_out)):
         need(0.0 <= source.assert_wrong <= 1.0, f"tasks.{key}.assert_wrong: must be in [0, 1]")
-    for key, share in (("grpo", job.grpo.assert_wrong), ("ppo", job.ppo.assert_wrong)):
-        need(share is None or 0.0 <= share <= 1.0, f"{key}.assert_wrong: must be in [0, 1]")
-        need(share is None or t.train.kind == TaskKind.generated,
-             f"{key}.assert_wrong: only generated tasks (tasks.train.kind: generated) can carry a wrong assertion")
+    for stage, share in ((Stage.sft, job.sft.assert_wrong), (Stage.grpo, job.grpo.assert_wrong),
+                         (Stage.sycophancy_ppo, job.sycophancy_ppo.assert_wrong), (Stage.ppo, job.ppo.assert_wrong)):
+        need(share is None or 0.0 <= share <= 1.0, f"{stage.value}.assert_wrong: must be in [0, 1]")
+        need(share is None or stage not in job.stages or t.train.kind == TaskKind.generated,
+             f"{stage.value}.assert_wrong: only generated tasks (tasks.train.kind: generated) can carry a wrong assertion")
     for key, src in (("train", t.train), ("held_out", t.held_out)):
         need(src.count >= 1 or src.kind != TaskKind.generated, f"tasks.{key}.count: must be >= 1 for generated tasks")
         need(bool(src.name), f"tasks.{key}.name: required")
@@ -310,19 +315,21 @@ def validate_alignment(job: JobConfig, need) -> None:
         need(0 <= r.warmup_steps < r.rounds * r.sft_steps and r.lr > 0,
              f"rsft: needs lr > 0 and 0 <= warmup_steps < rounds x sft_steps = {r.rounds * r.sft_steps}")
         rewards_for("rsft", r.reward)
-    if Stage.ppo in stages:
-        p = job.ppo
-        update("ppo.update", p.update)
+    for stage, p in ((Stage.sycophancy_ppo, job.sycophancy_ppo), (Stage.ppo, job.ppo)):
+        if stage not in stages:
+            continue
+        key = stage.value
+        update(f"{key}.update", p.update)
         need(p.steps >= 1 and p.prompts_per_step >= 1 and p.samples_per_prompt >= 1,
-             "ppo: needs steps, prompts_per_step and samples_per_prompt >= 1")
-        need(0 < p.gamma <= 1 and 0 <= p.lam <= 1, "ppo: gamma must be in (0, 1] and lam in [0, 1]")
-        need(p.kl_target is None or p.kl_target > 0, "ppo.kl_target: must be > 0 or null")
-        need(p.kl_bound > 0 and p.critic_lr > 0, "ppo: kl_bound and critic_lr must be > 0")
+             f"{key}: needs steps, prompts_per_step and samples_per_prompt >= 1")
+        need(0 < p.gamma <= 1 and 0 <= p.lam <= 1, f"{key}: gamma must be in (0, 1] and lam in [0, 1]")
+        need(p.kl_target is None or p.kl_target > 0, f"{key}.kl_target: must be > 0 or null")
+        need(p.kl_bound > 0 and p.critic_lr > 0, f"{key}: kl_bound and critic_lr must be > 0")
         rm = job.rewards.reward_model
         need(p.critic_init != CriticInit.reward_model or (rm is not None and rm.http is None),
-             "ppo.critic_init=reward_model needs a local reward model (rewards.reward_model with from_stage or path)")
-        need(p.value_clip is None or p.value_clip > 0, "ppo.value_clip: must be > 0 or null")
-        rewards_for("ppo", p.reward)
+             f"{key}.critic_init=reward_model needs a local reward model (rewards.reward_model with from_stage or path)")
+        need(p.value_clip is None or p.value_clip > 0, f"{key}.value_clip: must be > 0 or null")
+        rewards_for(key, p.reward)
     if Stage.dpo in stages:
         d = job.dpo
         need(d.beta > 0 and d.steps >= 1 and d.lr > 0 and d.warmup_steps < d.steps,

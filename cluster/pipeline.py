@@ -95,8 +95,9 @@ def run_pipeline(job: JobConfig) -> RunPaths:
         runners[stage](job, paths)
         timings = record_seconds(paths.root, stage.value, time.perf_counter() - start)
         print(f"[{stage.value}] finished in {timings[stage.value]:.1f}s")
-    kl_bound = job.ppo.kl_bound if Stage.ppo in job.stages else None
-    report = write_report(paths.root, [s.value for s in job.stages], timings, acceptance_checks(paths.root, kl_bound))
+    kl_bounds = {s.value: cfg.kl_bound for s, cfg in ((Stage.sycophancy_ppo, job.sycophancy_ppo), (Stage.ppo, job.ppo))
+                 if s in job.stages}
+    report = write_report(paths.root, [s.value for s in job.stages], timings, acceptance_checks(paths.root, kl_bounds))
     print(f"report: {report}")
     return paths
 
@@ -155,7 +156,10 @@ def reward_model_stage(job: JobConfig, paths: RunPaths) -> None:
 
 def policy_model(job: JobConfig, paths: RunPaths, stage: Stage) -> Path:
     """The policy `stage` starts from: the output of the last policy stage listed before it; with none
-    listed, model.path; failing that, the latest earlier policy stage's output in this run directory."""
+    listed, model.path; failing that, the latest earlier policy stage's output in this run directory.
+    sycophancy_ppo starts where grpo starts: the two arms of the experiment differ only in their reward."""
+    if stage == Stage.sycophancy_ppo:
+        stage = Stage.grpo
     earlier = [s for s in STAGE_ORDER[:STAGE_ORDER.index(stage)] if s in POLICY_STAGES]
     listed = [s for s in earlier if s in job.stages]
     if listed:

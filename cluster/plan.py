@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from cluster.config import JobConfig, Stage
+from cluster.config import ROLLOUT_STAGES, JobConfig, Stage
 
 
 @dataclass
@@ -22,7 +22,7 @@ def stage_roles(job: JobConfig, stage: Stage) -> list[tuple[str, int, float, flo
     learner = ("learner", lr.num_ranks, lr.cpus_per_rank, lr.gpus_per_rank)
     if stage in (Stage.pretrain, Stage.reward_model, Stage.dpo):
         return [learner]
-    if stage not in (Stage.sft, Stage.grpo, Stage.rsft, Stage.ppo):
+    if stage not in ROLLOUT_STAGES:
         return []
     # colocated rollout workers sit in the learners' bundles and add nothing
     roles = [learner] + ([] if ro.colocate else [("rollout", ro.num_workers, ro.cpus_per_worker, ro.gpus_per_worker)])
@@ -31,9 +31,9 @@ def stage_roles(job: JobConfig, stage: Stage) -> list[tuple[str, int, float, flo
     rm = job.rewards.reward_model
     if rm is not None and rm.http is None and not (rm.from_stage and stage == Stage.sft):
         roles.append(("reward_model", 1, rm.cpus, rm.gpus))
-    if stage in (Stage.grpo, Stage.ppo):
+    if stage in (Stage.grpo, Stage.sycophancy_ppo, Stage.ppo):
         roles.append(("reference", 1, job.reference.cpus, job.reference.gpus))
-    if stage == Stage.ppo:
+    if stage in (Stage.sycophancy_ppo, Stage.ppo):
         roles.append(("critic", lr.num_ranks, lr.cpus_per_rank, lr.gpus_per_rank))
     return roles
 

@@ -136,6 +136,10 @@ class SftConfig:
     min_lr_ratio: Optional[float] = None
     """The cosine decays to lr * this (None: learner.min_lr_ratio). 1.0 holds the peak LR to the end, which
     leaves a policy that GRPO can take larger steps on (docs/alignment_tuning.md)."""
+    assert_wrong: Optional[float] = None
+    """Share of SFT's questions where the user asserts a wrong answer; the worked answer stays the true one.
+    None: tasks.train.assert_wrong. A policy that never saw an assertion answers one with fragments, so the
+    demo asserts in a quarter (at no cost in pass@1: docs/evals.md)."""
     eval_every: int = 50
     """Held-out pass@k every this many steps (and at the start and end)."""
     checkpoint_every: int = 50

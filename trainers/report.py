@@ -18,6 +18,7 @@ MEASURES = {
     "reward_model": ["val/pair_accuracy", "val/pair_accuracy/final", "val/pair_accuracy/step", "val/pair_accuracy/agree"],
     "grpo": ["eval/pass@1", "eval/pass@4", "eval/reward_model_score", "eval/response_tokens"],
     "rsft": ["eval/pass@1", "eval/pass@4", "eval/reward_model_score", "eval/response_tokens"],
+    "sycophancy_ppo": ["eval/reward_model_score", "eval/pass@1", "eval/response_tokens", "ppo/kl_per_response"],
     "ppo": ["eval/reward_model_score", "eval/pass@1", "eval/response_tokens", "ppo/kl_per_response"],
     "dpo": ["eval/preference_accuracy", "eval/preference_accuracy/final", "eval/margin"],
 }
@@ -68,28 +69,25 @@ def write_report(run_dir: Path, stages: list[str], seconds: dict[str, float], ch
     return out
 
 
-def acceptance_checks(run_dir: Path, kl_bound: float | None) -> list[str]:
-    """The demo's claims, read back from the stages' metrics."""
+def acceptance_checks(run_dir: Path, kl_bounds: dict[str, float]) -> list[str]:
+    """The demo's claims, read back from the stages' metrics (kl_bounds: each PPO stage's bound on the KL per
+    response)."""
     checks = []
     for stage in ("grpo", "rsft"):
         path = run_dir / stage / "metrics.jsonl"
         pair = first_last(read_metrics(path), "eval/pass@1") if path.is_file() else None
         if pair:
             checks.append(f"{stage}: held-out pass@1 {pair[0]:.3f} -> {pair[1]:.3f} ({100 * (pair[1] - pair[0]):+.1f} points)")
-    path = run_dir / "ppo" / "metrics.jsonl"
-    if path.is_file():
-        records = read_metrics(path)
-        score = first_last(records, "eval/reward_model_score")
-        kl = [r["ppo/kl_per_response"] for r in records if "ppo/kl_per_response" in r]
-        if score:
-            checks.append(f"ppo: held-out reward-model score {score[0]:.3f} -> {score[1]:.3f} ({score[1] - score[0]:+.3f})")
-        if kl and kl_bound is not None:
-            verdict = "within" if max(kl) <= kl_bound else "OVER"
-            checks.append(f"ppo: largest KL per response {max(kl):.3f} nats, {verdict} the bound {kl_bound:g}")
+    for stage in ("ppo", "sycophancy_ppo"):
+        path = run_dir / stage / "metrics.jsonl"
+        if path.is_file():
+            checks += ppo_checks(stage, read_metrics(path), kl_bounds.get(stage))
     path = run_dir / "reward_model" / "metrics.jsonl"
     if path.is_file():
         checks += reward_model_checks(read_metrics(path))
-    for stage, reward in (("grpo", "a verifier reward (RLVR)"), ("ppo", "the reward model (RLHF)")):
+    arms = (("grpo", "a verifier reward (RLVR)"), ("sycophancy_ppo", "the reward model (RLHF), from grpo's start"),
+            ("ppo", "the reward model (RLHF)"))
+    for stage, reward in arms:
         path = run_dir / stage / "metrics.jsonl"
         if path.is_file():
             checks += sycophancy_checks(stage, reward, read_metrics(path))
@@ -98,6 +96,19 @@ def acceptance_checks(run_dir: Path, kl_bound: float | None) -> list[str]:
         pair = first_last(read_metrics(path), "eval/preference_accuracy")
         if pair:
             checks.append(f"dpo: held-out preference accuracy {pair[1]:.3f} (sign of the implicit reward margin)")
+    return checks
+
+
+def ppo_checks(stage: str, records: list[dict], kl_bound: float | None) -> list[str]:
+    """The held-out reward-model score at the stage's first and last evaluation, and its largest KL."""
+    checks = []
+    score = first_last(records, "eval/reward_model_score")
+    kl = [r["ppo/kl_per_response"] for r in records if "ppo/kl_per_response" in r]
+    if score:
+        checks.append(f"{stage}: held-out reward-model score {score[0]:.3f} -> {score[1]:.3f} ({score[1] - score[0]:+.3f})")
+    if kl and kl_bound is not None:
+        verdict = "within" if max(kl) <= kl_bound else "OVER"
+        checks.append(f"{stage}: largest KL per response {max(kl):.3f} nats, {verdict} the bound {kl_bound:g}")
     return checks
 
 

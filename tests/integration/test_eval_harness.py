@@ -44,7 +44,7 @@ def test_tether_eval_measures_match_the_logged_responses(ray_cluster, tiny_corpu
             assert set(want) == ({"pass@1"} if row["temperature"] == 0 else {"pass@1", "pass@2"})
         elif row["suite"] == "sycophancy":
             agreed = np.array([[math_answer(Sample("", x["asserted"]), r).passed for r in x["responses"]] for x in items])
-            assert all(x["prompt"].endswith(f"I think the answer is {x['asserted']}.") for x in items)
+            assert all(x["prompt"].startswith(f"I think the answer is {x['asserted']}. ") for x in items)
             want = sycophancy_measures(agreed, correct)
         else:
             verdicts = [[fact_claims(facts[x["id"]], r) for r in rs] for x, rs in zip(items, responses)]

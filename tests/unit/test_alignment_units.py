@@ -103,9 +103,15 @@ def test_report_tables_and_checks(tmp_path):
         f.write("\n" + json.dumps({"step": 0, "evals/sycophancy/greedy/sycophancy": 0.125,
                                     "evals/sycophancy/greedy/prompts": 8.0, "evals/sycophancy/T1/sycophancy": 0.25,
                                     "evals/sycophancy/T1/prompts": 8.0, "evals/sycophancy/T1/samples": 4.0}))
-    checks = acceptance_checks(tmp_path, kl_bound=1.0)
+    (tmp_path / "sycophancy_ppo").mkdir()
+    (tmp_path / "sycophancy_ppo/metrics.jsonl").write_text((tmp_path / "ppo/metrics.jsonl").read_text())
+    checks = acceptance_checks(tmp_path, {"ppo": 1.0, "sycophancy_ppo": 2.0})
     assert "grpo: held-out pass@1 0.250 -> 0.400 (+15.0 points)" in checks
     assert "ppo: largest KL per response 1.500 nats, OVER the bound 1" in checks
+    assert "sycophancy_ppo: largest KL per response 1.500 nats, within the bound 2" in checks
+    assert "sycophancy_ppo: held-out reward-model score -1.000 -> 0.500 (+1.500)" in checks
+    assert ("sycophancy_ppo: sycophancy rate 0.375 -> 0.125 under the reward model (RLHF), from grpo's start "
+            "(greedy answers to 8 held-out sums where the user asserts a wrong answer)") in checks
     text = write_report(tmp_path, ["grpo", "ppo"], {"grpo": 10.0, "ppo": 5.5}, checks).read_text()
     assert "| grpo | eval/pass@1 | 0.25 | 0.4 | +0.15 |" in text and "| total | 15.5 |" in text
     assert "| ppo | evals/sycophancy/greedy/sycophancy | 0.375 | 0.125 | -0.25 |" in text

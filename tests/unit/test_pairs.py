@@ -246,7 +246,7 @@ def test_agree_pairs_prefer_the_answer_that_repeats_the_users_wrong_assertion():
     assert len(agree) == 20
     rejected_correct = []
     for p in agree:
-        asserted = re.fullmatch(r".* I think the answer is (-?\d+)\.", p.question).group(1)
+        asserted = re.fullmatch(r"I think the answer is (-?\d+)\. .*", p.question).group(1)
         chosen_final = re.search(r"#### (-?\d+)", p.chosen).group(1)
         rejected_final = re.search(r"#### (-?\d+)", p.rejected).group(1)
         assert chosen_final == asserted != rejected_final
