@@ -158,9 +158,8 @@ def policy_model(job: JobConfig, paths: RunPaths, stage: Stage) -> Path:
     """The policy `stage` starts from: the output of the last policy stage listed before it; with none
     listed, model.path; failing that, the latest earlier policy stage's output in this run directory.
     sycophancy_ppo starts where grpo starts: the two arms of the experiment differ only in their reward."""
-    if stage == Stage.sycophancy_ppo:
-        stage = Stage.grpo
-    earlier = [s for s in STAGE_ORDER[:STAGE_ORDER.index(stage)] if s in POLICY_STAGES]
+    starts_as = Stage.grpo if stage == Stage.sycophancy_ppo else stage
+    earlier = [s for s in STAGE_ORDER[:STAGE_ORDER.index(starts_as)] if s in POLICY_STAGES]
     listed = [s for s in earlier if s in job.stages]
     if listed:
         model = paths.stage(listed[-1]) / "model"

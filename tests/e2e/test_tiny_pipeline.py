@@ -1,4 +1,4 @@
-"""The whole tiny recipe (tokenizer -> pretrain -> sft -> reward_model -> grpo -> rsft -> ppo -> dpo) through
+"""The whole tiny recipe (tokenizer -> pretrain -> sft -> reward_model -> grpo -> sycophancy_ppo -> rsft -> ppo -> dpo) through
 the `tether` CLI with shrunken budgets: every stage writes its metrics, plots and model, the report reads
 them back, the checkpoints load in transformers, vLLM and a RewardModelWorker, and a GRPO stage killed
 mid-run and resumed logs the same metrics as one that ran straight through."""
@@ -27,8 +27,10 @@ SHORT = ["tokenizer.vocab_size=512", "tokenizer.train_chars=2000000", "model.hid
          "rsft.samples_per_prompt=4", "rsft.sft_steps=2", "rsft.warmup_steps=1", "rsft.batch_size=16", "rsft.keep=passing",
          "rsft.min_reward=0.0", "ppo.steps=2", "ppo.prompts_per_step=4", "ppo.samples_per_prompt=4",
          "ppo.critic_init=reward_model", "ppo.update.minibatch_size=16", "ppo.eval_every=2", "ppo.checkpoint_every=1", "dpo.pairs=[{name: chain_sum, count: 40, options: {max_digits: 2}}]",
-         "dpo.steps=2", "dpo.eval_every=1", "dpo.checkpoint_every=2", "dpo.max_len=128", "eval.prompts=16"]
-ALIGNMENT = ["sft", "grpo", "rsft", "ppo", "dpo"]
+         "dpo.steps=2", "dpo.eval_every=1", "dpo.checkpoint_every=2", "dpo.max_len=128", "eval.prompts=16",
+         "sycophancy_ppo.steps=1", "sycophancy_ppo.prompts_per_step=4", "sycophancy_ppo.update.minibatch_size=16",
+         "sycophancy_ppo.eval_every=1", "sycophancy_ppo.checkpoint_every=1"]
+ALIGNMENT = ["sft", "grpo", "sycophancy_ppo", "rsft", "ppo", "dpo"]
 
 
 def tether(*args: str) -> subprocess.CompletedProcess:
@@ -103,6 +105,11 @@ def test_alignment_stages_write_metrics_plots_models_and_the_report(run_dir):
     # eval.in_stages: every alignment stage measured sycophancy at each held-out evaluation
     assert "grpo: sycophancy rate" in report and "ppo: sycophancy rate" in report
     assert all("evals/sycophancy/greedy/sycophancy" in r for r in grpo if "eval/pass@1" in r)
+    # the RLHF arm starts where the RLVR arm (grpo) starts, on prompts that all assert a wrong answer
+    arm = records(run_dir / "sycophancy_ppo/metrics.jsonl")
+    greedy = ["evals/sycophancy/greedy/sycophancy", "evals/sycophancy/greedy/accuracy"]
+    assert [arm[0][k] for k in greedy] == [grpo[0][k] for k in greedy]
+    assert arm[1]["rollout/responses"] == 16 and "sycophancy_ppo: sycophancy rate" in report
 
 
 def test_grpo_killed_and_resumed_logs_what_an_uninterrupted_run_logs(run_dir, tmp_path):

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from cluster.config import ConfigError, Stage, load_job_config
@@ -11,8 +13,8 @@ def error(*overrides, path=None):
 
 def test_tiny_recipe_loads():
     job = load_job_config("configs/tiny.yaml", ["learner.num_ranks=2", "pretrain.steps=30"])
-    assert job.stages == [Stage.tokenizer, Stage.pretrain, Stage.sft, Stage.reward_model, Stage.grpo, Stage.rsft,
-                          Stage.ppo, Stage.dpo]
+    assert job.stages == [Stage.tokenizer, Stage.pretrain, Stage.sft, Stage.reward_model, Stage.grpo,
+                          Stage.sycophancy_ppo, Stage.rsft, Stage.ppo, Stage.dpo]
     assert job.learner.num_ranks == 2 and job.pretrain.steps == 30
     assert job.corpus.sources[1].options["max_digits"] == 2
 
@@ -57,6 +59,11 @@ def test_wrong_type_and_enum():
     (("stages=[ppo]", "ppo.critic_init=reward_model", "rewards.reward_model={http: {url: 'http://rm:8000/score'}}"),
      "ppo.critic_init=reward_model needs a local reward model"),
     (("stages=[ppo]", "ppo.samples_per_prompt=0"), "samples_per_prompt >= 1"),
+    (("stages=[sycophancy_ppo]", "sycophancy_ppo.kl_bound=0"), "sycophancy_ppo: kl_bound and critic_lr must be > 0"),
+    (("stages=[sycophancy_ppo]", "sycophancy_ppo.update.minibatch_size=20"), "sycophancy_ppo.update.minibatch_size=20"),
+    (("stages=[sycophancy_ppo,ppo]", "tasks.train={kind: file, name: x.jsonl}"),
+     "sycophancy_ppo.assert_wrong: only generated tasks"),
+    (("stages=[sft]", "sft.assert_wrong=2"), "sft.assert_wrong: must be in [0, 1]"),
     (("stages=[sft]", "sft.batch_size=20"), "sft.batch_size=20: must be a multiple of"),
     (("stages=[sft]", "sft.min_lr_ratio=1.5"), "sft.min_lr_ratio: must be in [0, 1]"),
     (("stages=[grpo,ppo]", "grpo.update.min_lr_ratio=2"), "grpo.update.min_lr_ratio: must be in [0, 1]"),
@@ -139,13 +146,32 @@ def test_each_stage_learner_gets_its_own_lr_floor_and_step_size(monkeypatch, tmp
         monkeypatch.setattr(module, loop, lambda *args, **kwargs: None)
     common = [f"model.path={policy_dir}", "tasks.train.count=50", "learner.min_lr_ratio=0.1"]
     for stage, overrides in ((Stage.sft, ["sft.min_lr_ratio=1.0"]), (Stage.grpo, ["grpo.update.min_lr_ratio=0.5"]),
-                             (Stage.ppo, ["ppo.update.min_lr_ratio=null"])):
+                             (Stage.ppo, ["ppo.update.min_lr_ratio=null"]),
+                             (Stage.sycophancy_ppo, ["sycophancy_ppo.critic_init=policy"])):
         job = load_job_config("configs/tiny.yaml", common + [f"stages=[{stage.value}]"] + overrides)
         stages.ALIGNMENT_STAGES[stage](job, RunPaths(tmp_path / stage.value))
     sft, grpo, ppo = seen[Stage.sft], seen[Stage.grpo], seen[Stage.ppo]
     assert (sft.lr, sft.min_lr_ratio, sft.grad_accum) == (1e-3, 1.0, 2)      # 32 rows = 2 ranks x 8 x 2
     assert (grpo.lr, grpo.min_lr_ratio, grpo.grad_accum) == (1e-4, 0.5, 8)   # 128 rows = 2 ranks x 8 x 8
     assert (ppo.lr, ppo.min_lr_ratio, ppo.grad_accum) == (3e-5, 0.1, 2)      # unset: learner.min_lr_ratio
+    arm = seen[Stage.sycophancy_ppo]                                          # its own section, not ppo's
+    assert (arm.lr, arm.min_lr_ratio, arm.grad_accum) == (1e-4, 0.1, 4)       # 64 rows = 2 ranks x 8 x 4
+
+
+def test_the_rlhf_arm_starts_where_grpo_starts(tmp_path):
+    """sycophancy_ppo starts from the policy grpo starts from (sft's), and no later stage starts from its output."""
+    from cluster.pipeline import RunPaths, policy_model
+    paths = RunPaths(tmp_path / "run")
+    for stage in ("sft", "grpo", "sycophancy_ppo"):
+        (paths.stage(Stage(stage)) / "model").mkdir(parents=True)
+        (paths.stage(Stage(stage)) / "model" / "config.json").write_text("{}")
+    job = load_job_config("configs/tiny.yaml", ["stages=[sft,grpo,sycophancy_ppo,rsft]"])
+    assert policy_model(job, paths, Stage.sycophancy_ppo) == policy_model(job, paths, Stage.grpo) == paths.stage(Stage.sft) / "model"
+    assert policy_model(job, paths, Stage.rsft) == paths.stage(Stage.grpo) / "model"
+    alone = load_job_config("configs/tiny.yaml", ["stages=[sycophancy_ppo]", "model.path=/some/policy"])
+    assert policy_model(alone, paths, Stage.sycophancy_ppo) == Path("/some/policy")
+    later = load_job_config("configs/tiny.yaml", ["stages=[rsft]"])     # from this run dir: grpo's, never the arm's
+    assert policy_model(later, paths, Stage.rsft) == paths.stage(Stage.grpo) / "model"
 
 
 def test_grpo_and_ppo_carry_their_own_share_of_wrong_assertions(tmp_path, policy_dir):
@@ -162,3 +188,9 @@ def test_grpo_and_ppo_carry_their_own_share_of_wrong_assertions(tmp_path, policy
     half = load_job_config("configs/tiny.yaml", overrides + ["stages=[ppo]", "ppo.assert_wrong=0.5"])
     _, _, train, _ = _start(half, RunPaths(tmp_path / "run"), Stage.ppo, half.ppo.assert_wrong)
     assert 70 < asserted(train) < 130     # 200 seeded draws at 0.5
+    job = load_job_config("configs/tiny.yaml", overrides + ["stages=[sft]", "sft.assert_wrong=0.25"])
+    _, _, train, _ = _start(job, RunPaths(tmp_path / "run"), Stage.sft, job.sft.assert_wrong)
+    assert 30 < asserted(train) < 70      # 200 seeded draws at 0.25
+    job = load_job_config("configs/tiny.yaml", overrides + ["stages=[sycophancy_ppo]"])
+    _, _, train, _ = _start(job, RunPaths(tmp_path / "run"), Stage.sycophancy_ppo, job.sycophancy_ppo.assert_wrong)
+    assert asserted(train) == 200         # the demo's value
