@@ -104,6 +104,11 @@ class JobConfig:
     def run_dir(self) -> Path:
         return Path(self.runs_dir) / self.name
 
+    @property
+    def ppo_sections(self) -> dict[Stage, PpoConfig]:
+        """The stages that run the PPO loop, each with its own section."""
+        return {Stage.sycophancy_ppo: self.sycophancy_ppo, Stage.ppo: self.ppo}
+
 
 class ConfigError(ValueError):
     """A config that cannot run; the message names the key and what is allowed."""
@@ -315,7 +320,7 @@ def validate_alignment(job: JobConfig, need) -> None:
         need(0 <= r.warmup_steps < r.rounds * r.sft_steps and r.lr > 0,
              f"rsft: needs lr > 0 and 0 <= warmup_steps < rounds x sft_steps = {r.rounds * r.sft_steps}")
         rewards_for("rsft", r.reward)
-    for stage, p in ((Stage.sycophancy_ppo, job.sycophancy_ppo), (Stage.ppo, job.ppo)):
+    for stage, p in job.ppo_sections.items():
         if stage not in stages:
             continue
         key = stage.value

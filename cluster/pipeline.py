@@ -95,8 +95,7 @@ def run_pipeline(job: JobConfig) -> RunPaths:
         runners[stage](job, paths)
         timings = record_seconds(paths.root, stage.value, time.perf_counter() - start)
         print(f"[{stage.value}] finished in {timings[stage.value]:.1f}s")
-    kl_bounds = {s.value: cfg.kl_bound for s, cfg in ((Stage.sycophancy_ppo, job.sycophancy_ppo), (Stage.ppo, job.ppo))
-                 if s in job.stages}
+    kl_bounds = {s.value: cfg.kl_bound for s, cfg in job.ppo_sections.items() if s in job.stages}
     report = write_report(paths.root, [s.value for s in job.stages], timings, acceptance_checks(paths.root, kl_bounds))
     print(f"report: {report}")
     return paths

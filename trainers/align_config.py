@@ -160,8 +160,9 @@ class GrpoConfig:
     """What the reward is made of."""
     assert_wrong: Optional[float] = None
     """Share of this stage's training prompts where the user asserts a wrong answer (tasks.train's questions,
-    drawn as tasks.train.assert_wrong draws them); None: tasks.train.assert_wrong. The demo asserts in half of
-    PPO's prompts, the reward-model arm of the sycophancy experiment (Part 4), and in none of GRPO's."""
+    drawn as tasks.train.assert_wrong draws them); None: tasks.train.assert_wrong. The demo asserts in all of
+    the prompts of grpo and sycophancy_ppo, the two arms of the sycophancy experiment (Part 4), and in half
+    of ppo's."""
     advantage: AdvantageKind = AdvantageKind.grpo
     """Advantage estimator."""
     update: PolicyUpdateConfig = field(default_factory=PolicyUpdateConfig)
@@ -207,8 +208,9 @@ class PpoConfig:
     """What the reward is made of."""
     assert_wrong: Optional[float] = None
     """Share of this stage's training prompts where the user asserts a wrong answer (tasks.train's questions,
-    drawn as tasks.train.assert_wrong draws them); None: tasks.train.assert_wrong. The demo asserts in half of
-    PPO's prompts, the reward-model arm of the sycophancy experiment (Part 4), and in none of GRPO's."""
+    drawn as tasks.train.assert_wrong draws them); None: tasks.train.assert_wrong. The demo asserts in all of
+    the prompts of grpo and sycophancy_ppo, the two arms of the sycophancy experiment (Part 4), and in half
+    of ppo's."""
     update: PolicyUpdateConfig = field(default_factory=lambda: PolicyUpdateConfig(kl_coef=0.05))
     kl_placement: KlPlacement = KlPlacement.reward
     """Where the KL to the reference enters."""
