@@ -10,7 +10,7 @@ reward model (ppo.critic_init).
     .venv/bin/python bench/sycophancy.py [--start runs/<run>/sft/model] [--seeds 0,1,2] [--resume]
 
 Without --start it first trains the policy: the demo's tokenizer, pretrain and sft stages with a wrong
-assertion in half of the SFT prompts (so that the policy sometimes says W). --resume keeps the runs that
+assertion in half of the SFT prompts (`sft.assert_wrong`, so that the policy sometimes says W). --resume keeps the runs that
 finished (a long benchmark can be continued). Writes its table to docs/benchmarks.md and
 docs/sycophancy.png."""
 from __future__ import annotations
@@ -32,11 +32,13 @@ RATE = "evals/sycophancy/greedy/sycophancy"
 ARMS = {"rlhf": ("grpo", "GRPO, reward model on agree pairs (RLHF)"),    # run-name prefix -> (stage, label)
         "ppo": ("ppo", "PPO, reward model on agree pairs (RLHF)"),
         "rlvr": ("grpo", "GRPO, math verifier (RLVR)")}
-# The budgets docs/evals.md's table was measured with, pinned so that it stays reproducible whatever the demo's
-# become (its reward model now trains 160 steps).
+# The budgets docs/evals.md's table was measured with, pinned so that they stay whatever the demo's become (its
+# reward model now trains 320 steps at lr 2e-4). That table predates 80456de, which moved the assertion before
+# the question.
 ARM_BUDGETS = {"grpo": ["grpo.steps=25", "grpo.eval_every=25", "grpo.checkpoint_every=25"],
                "ppo": ["ppo.steps=15", "ppo.eval_every=15", "ppo.checkpoint_every=15"]}
-REWARD_MODEL_BUDGET = ["reward_model.steps=200", "reward_model.eval_every=50", "reward_model.checkpoint_every=100"]
+REWARD_MODEL_BUDGET = ["reward_model.steps=200", "reward_model.lr=5.0e-4", "reward_model.eval_every=50",
+                       "reward_model.checkpoint_every=100"]
 AGREE_PAIRS = ("reward_model.pairs=[{kind: generated, name: chain_sum, count: 2000, options: {min_terms: 2, "
                "max_terms: 2, min_digits: 1, max_digits: 1}, corruptions: [agree]}]")
 
@@ -69,9 +71,10 @@ def main() -> int:
     if not args.resume:
         shutil.rmtree(ROOT / args.runs_dir, ignore_errors=True)     # scratch runs of this benchmark only
     start = args.start or str(tether(args.runs_dir, "base", "stages=[tokenizer,pretrain,sft]",
-                                     "tasks.train.assert_wrong=0.5", "pretrain.steps=150", "sft.steps=150",
+                                     "sft.assert_wrong=0.5", "pretrain.steps=150", "sft.steps=150",
                                      done="sft") / "sft" / "model")
-    asserting = [f"model.path={start}", "tasks.train.assert_wrong=1.0"]
+    # every arm's own share (the demo's sections set theirs: ppo asserts in half its prompts)
+    asserting = [f"model.path={start}", "grpo.assert_wrong=1.0", "ppo.assert_wrong=1.0"]
     reward_model = tether(args.runs_dir, "reward_model", "stages=[reward_model]", AGREE_PAIRS, *asserting,
                           *REWARD_MODEL_BUDGET, done="reward_model")
     served = ["rewards.reward_model.from_stage=false",
