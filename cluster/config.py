@@ -240,7 +240,7 @@ def validate(job: JobConfig) -> None:
     if job.learner.lora is not None:
         need(job.learner.zero_stage <= 2, "learner.lora: needs learner.zero_stage 0, 1 or 2 (adapters are merged "
                                           "from whole weights; ZeRO-3 shards them)")
-        with_heads = [s.value for s in job.stages if s in (Stage.reward_model, Stage.sycophancy_ppo, Stage.ppo)]
+        with_heads = [s.value for s in job.stages if s == Stage.reward_model or s in job.ppo_sections]
         need(not with_heads, f"learner.lora: not for stages with a scalar head ({', '.join(with_heads)}): the "
                              "reward model's and the critic's heads would stay frozen")
         if job.learner.lora.regulariser == Regulariser.ewc:
@@ -268,8 +268,9 @@ def validate_alignment(job: JobConfig, need) -> None:
     need(t.rag.top_k >= 1 and t.rag.chunk_words >= 1, "tasks.rag.top_k and chunk_words: must be >= 1")
     for key, source in (("train", t.train), ("held_out", t.held_out)):
         need(0.0 <= source.assert_wrong <= 1.0, f"tasks.{key}.assert_wrong: must be in [0, 1]")
-    for stage, share in ((Stage.sft, job.sft.assert_wrong), (Stage.grpo, job.grpo.assert_wrong),
-                         (Stage.sycophancy_ppo, job.sycophancy_ppo.assert_wrong), (Stage.ppo, job.ppo.assert_wrong)):
+    shares = {Stage.sft: job.sft.assert_wrong, Stage.grpo: job.grpo.assert_wrong,
+              **{s: p.assert_wrong for s, p in job.ppo_sections.items()}}
+    for stage, share in shares.items():
         need(share is None or 0.0 <= share <= 1.0, f"{stage.value}.assert_wrong: must be in [0, 1]")
         need(share is None or stage not in job.stages or t.train.kind == TaskKind.generated,
              f"{stage.value}.assert_wrong: only generated tasks (tasks.train.kind: generated) can carry a wrong assertion")

@@ -31,9 +31,9 @@ def stage_roles(job: JobConfig, stage: Stage) -> list[tuple[str, int, float, flo
     rm = job.rewards.reward_model
     if rm is not None and rm.http is None and not (rm.from_stage and stage == Stage.sft):
         roles.append(("reward_model", 1, rm.cpus, rm.gpus))
-    if stage in (Stage.grpo, Stage.sycophancy_ppo, Stage.ppo):
+    if stage == Stage.grpo or stage in job.ppo_sections:
         roles.append(("reference", 1, job.reference.cpus, job.reference.gpus))
-    if stage in (Stage.sycophancy_ppo, Stage.ppo):
+    if stage in job.ppo_sections:
         roles.append(("critic", lr.num_ranks, lr.cpus_per_rank, lr.gpus_per_rank))
     return roles
 

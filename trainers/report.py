@@ -11,6 +11,7 @@ from pathlib import Path
 from evals.config import COUNTS
 from trainers.metrics import read_metrics
 
+PPO_MEASURES = ["eval/reward_model_score", "eval/pass@1", "eval/response_tokens", "ppo/kl_per_response"]
 # Held-out measures per stage (metrics.jsonl keys), in the order the table shows them.
 MEASURES = {
     "pretrain": ["val/bits_per_byte", "val/loss"],
@@ -18,8 +19,8 @@ MEASURES = {
     "reward_model": ["val/pair_accuracy", "val/pair_accuracy/final", "val/pair_accuracy/step", "val/pair_accuracy/agree"],
     "grpo": ["eval/pass@1", "eval/pass@4", "eval/reward_model_score", "eval/response_tokens"],
     "rsft": ["eval/pass@1", "eval/pass@4", "eval/reward_model_score", "eval/response_tokens"],
-    "sycophancy_ppo": ["eval/reward_model_score", "eval/pass@1", "eval/response_tokens", "ppo/kl_per_response"],
-    "ppo": ["eval/reward_model_score", "eval/pass@1", "eval/response_tokens", "ppo/kl_per_response"],
+    "sycophancy_ppo": PPO_MEASURES,
+    "ppo": PPO_MEASURES,
     "dpo": ["eval/preference_accuracy", "eval/preference_accuracy/final", "eval/margin"],
 }
 PLOTS = ["loss.png", "accuracy.png", "curves.png"]
