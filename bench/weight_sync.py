@@ -1,6 +1,7 @@
-"""Weight sync: seconds to push a model from learner rank 0 to 1 and 2 vLLM rollout workers
-(tether's bucketed path: gather, broadcast, reload_weights in the engine), against one broadcast of
-a single flat buffer of the same bytes over a gloo group of the same members, in the same run.
+"""Weight sync: seconds to push a model from learner rank 0 to 1 and 2 vLLM rollout workers (tether's
+bucketed path: gather, then shared memory on one node or a broadcast across nodes, reload_weights in the
+engine), against one broadcast of a single flat buffer of the same bytes over a gloo group of the same
+members, in the same run.
 
     .venv/bin/python bench/weight_sync.py [--sizes 10M,100M,500M] [--repeats 3]
 
@@ -24,7 +25,7 @@ from bench.report import write_section  # noqa: E402
 from cluster.groups import start_learners  # noqa: E402
 from cluster.rollout_pool import RolloutPool  # noqa: E402
 from rollout.config import RolloutConfig  # noqa: E402
-from rollout.weight_sync import open_group  # noqa: E402
+from rollout.weight_sync import Member, Route, open_receiver, open_sender  # noqa: E402
 from trainers.config import LearnerConfig, Optimizer, Precision  # noqa: E402
 from trainers.tokenizer import train_tokenizer  # noqa: E402
 
@@ -39,13 +40,17 @@ class FlatPeer:
     """A member of a plain gloo group that broadcasts (rank 0) or receives one flat fp32 buffer."""
 
     def join(self, host: str, port: int, rank: int, world: int) -> None:
-        self.rank, self.sync = rank, open_group(host, port, rank, world, 600, "cpu")
+        import torch
+        cpu = torch.device("cpu")
+        self.rank = rank
+        self.sync = (open_sender(host, port, world, 0, 600, cpu) if rank == 0 else
+                     open_receiver(host, port, Member(Route.wire, rank), world, 600, cpu))
 
     def broadcast(self, numel: int) -> float:
         import torch
         buf = torch.ones(numel) if self.rank == 0 else torch.empty(numel)
         start = time.perf_counter()
-        self.sync.group.broadcast(buf, 0).wait()
+        self.sync.wire.broadcast(buf, 0).wait()
         return time.perf_counter() - start
 
 

@@ -53,6 +53,7 @@ def alignment_roles(job: JobConfig, paths: RunPaths, stage: Stage, base: Path, l
     """Policy learners holding `base`, rollout workers synced to them, the reward roles, and on request the
     reference policy and a critic (critic: its learner settings and the model dir it starts from). Every
     actor is stopped on the way out."""
+    from cluster.actor_group import Bundle
     from cluster.groups import start_learners
     from cluster.rewarder import Rewarder
     from cluster.rollout_pool import RolloutPool
@@ -63,18 +64,26 @@ def alignment_roles(job: JobConfig, paths: RunPaths, stage: Stage, base: Path, l
     rm_dir = reward_model_dir(job, paths, stage)     # fails before any actor starts
     started = []
     try:
-        # The engines and pi_ref load while the learners start: on a CPU each role's start is mostly imports.
-        pool = RolloutPool(job.rollout, str(base), config_from_dir(base).max_position_embeddings, wait=False)
-        started.append(pool)
+        context = config_from_dir(base).max_position_embeddings
         ref = None
         if reference:
             ref = ReferenceActor(str(base), job.reference, job.learner.precision, job.learner.timeout_s)
             started.append(ref)
-        policy = start_learners(learner_cfg, str(base), total_steps, actor_class=PolicyLearner)
-        started.append(policy)
-        pool.wait_started()
+        if job.rollout.colocate:   # worker i sits in learner rank i's bundle, on its GPU
+            room = Bundle(job.rollout.cpus_per_worker, job.rollout.gpus_per_worker)
+            policy = start_learners(learner_cfg, str(base), total_steps, colocated=room, actor_class=PolicyLearner)
+            started.append(policy)
+            pool = RolloutPool(job.rollout, str(base), context, shared=policy.placement)
+            started.append(pool)
+        else:   # the engines load while the learners start: on a CPU each role's start is mostly imports
+            pool = RolloutPool(job.rollout, str(base), context, wait=False)
+            started.append(pool)
+            policy = start_learners(learner_cfg, str(base), total_steps, actor_class=PolicyLearner)
+            started.append(policy)
+            pool.wait_started()
         pool.connect_learners(policy)
-        rewarder = Rewarder(job.rewards, job.verifier_pool, rm_dir, load_tokenizer(base), job.rollout.timeout_s)
+        rewarder = Rewarder(job.rewards, job.verifier_pool, rm_dir, load_tokenizer(base), job.rollout.timeout_s,
+                            job.learner.precision)
         started.append(rewarder)
         roles = Roles(policy, pool, rewarder, reference=ref)
         if job.eval.in_stages:

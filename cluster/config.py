@@ -189,10 +189,9 @@ def validate(job: JobConfig) -> None:
     need(ro.dtype in ("float32", "bfloat16"), f"rollout.dtype={ro.dtype}: allowed float32, bfloat16")
     need(ro.tensor_parallel_size == 1 or ro.gpus_per_worker >= ro.tensor_parallel_size,
          f"rollout.tensor_parallel_size={ro.tensor_parallel_size} needs rollout.gpus_per_worker >= it")
-    need(ro.kv_cache_gib > 0 and ro.timeout_s > 0 and ro.sync_bucket_mb > 0,
-         "rollout.kv_cache_gib, timeout_s, sync_bucket_mb: must be > 0")
+    need(ro.kv_cache_gib > 0 and ro.timeout_s > 0 and ro.sync_bucket_mb > 0 and ro.reference_batch_size > 0,
+         "rollout.kv_cache_gib, timeout_s, sync_bucket_mb, reference_batch_size: must be > 0")
     if ro.colocate:
-        need(ro.engine == EngineKind.vllm, "rollout.colocate: needs rollout.engine=vllm (vLLM's sleep mode)")
         need(ro.gpus_per_worker > 0 and lr.gpus_per_rank > 0 and ro.gpus_per_worker + lr.gpus_per_rank <= 1,
              "rollout.colocate: needs GPUs, a share of one per learner rank and worker "
              f"(rollout.gpus_per_worker={ro.gpus_per_worker} + learner.gpus_per_rank={lr.gpus_per_rank} must be in (0, 1])")

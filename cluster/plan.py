@@ -24,8 +24,8 @@ def stage_roles(job: JobConfig, stage: Stage) -> list[tuple[str, int, float, flo
         return [learner]
     if stage not in ROLLOUT_STAGES:
         return []
-    # colocated rollout workers sit in the learners' bundles and add nothing
-    roles = [learner] + ([] if ro.colocate else [("rollout", ro.num_workers, ro.cpus_per_worker, ro.gpus_per_worker)])
+    # colocated rollout workers take the same room, inside the learners' bundles
+    roles = [learner, ("rollout", ro.num_workers, ro.cpus_per_worker, ro.gpus_per_worker)]
     if job.rewards.verifiers:
         roles.append(("verifier", pool.num_workers, pool.cpus_per_worker, 0.0))
     rm = job.rewards.reward_model

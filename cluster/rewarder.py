@@ -19,6 +19,7 @@ from rewards.config import RewardConfig
 from rewards.rubric import RewardBreakdown, pass_rates, rubric_rewards
 from rollout.types import Rollout
 from trainers.align_config import RewardTerms
+from trainers.config import Precision
 from trainers.tasks import Task
 from verifiers.config import VerifierPoolConfig
 
@@ -35,14 +36,15 @@ class Scored:
 
 class Rewarder:
     def __init__(self, rewards: RewardConfig, pool_cfg: VerifierPoolConfig, rm_dir: Optional[str], tokenizer,
-                 timeout_s: float = 600.0):
-        """rm_dir: a local reward model to serve (None: rewards.reward_model.http if set, else no reward model)."""
+                 timeout_s: float = 600.0, precision: Precision = Precision.fp32):
+        """rm_dir: a local reward model to serve (None: rewards.reward_model.http if set, else no reward model);
+        precision: the learners', at which the local reward model computes."""
         from cluster.scorers import RewardModelActor
         from rewards.model_worker import HttpRewardModel
         self.cfg, self.tokenizer = rewards, tokenizer
         self.pool = VerifierPool(rewards.verifiers, pool_cfg) if rewards.verifiers else None
         spec = rewards.reward_model
-        self.local_rm = RewardModelActor(rm_dir, spec, timeout_s) if rm_dir is not None else None
+        self.local_rm = RewardModelActor(rm_dir, spec, precision, timeout_s) if rm_dir is not None else None
         self.http_rm = HttpRewardModel(spec.http) if rm_dir is None and spec is not None and spec.http else None
         self.labels = [v.label for v in rewards.verifiers]
 

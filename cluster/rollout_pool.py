@@ -1,8 +1,9 @@
 """The rollout workers, kept in step with the learners.
 
-    pool.sync_weights(learners, version)   # learner rank 0 -> every worker, in buckets; all learner ranks gather
+    pool.connect_learners(learners)        # each worker's route: shared (learner rank 0's device) or wire
+    pool.sync_weights(version)             # learner rank 0 -> every worker, in buckets; all learner ranks gather
     pool.generate(prompts, sampling)       # prompts spread over the workers by load; n Rollouts per prompt
-    pool.sleep()                           # colocated mode: free the GPUs while the learners train
+    pool.free_gpu()                        # colocated mode: the engines sleep while the learners train
 
 A worker that dies during generate is restarted, brought to the current weights, and given its
 prompts again. Every wait is bounded by rollout.timeout_s and names the worker when it runs out."""
@@ -18,7 +19,7 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 from cluster.actor_group import Bundle, RoleError, place_role
 from rollout.config import PromptOverflow, RolloutConfig
 from rollout.types import Rollout, Sampling
-from rollout.weight_sync import TensorSpec, plan_buckets
+from rollout.weight_sync import Route, TensorSpec, members, plan_buckets, plan_routes
 from rollout.worker import RolloutWorker
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ class RolloutPool:
         self.asleep = False
         self.learners = None
         self.buckets: list[list[TensorSpec]] = []
+        self.routes: list[Route] = []                 # per worker, once connected
         self.sync_bytes = 0
         bundle = Bundle(cfg.cpus_per_worker, cfg.gpus_per_worker)
         self.owns_placement = shared is None
@@ -64,13 +66,10 @@ class RolloutPool:
 
     # -- weight sync ---------------------------------------------------------------------------------
     def connect_learners(self, learners) -> None:
-        """Form the sync process group: learner rank 0 is its rank 0, worker i its rank i+1."""
-        learner_device = learners.rank0(lambda a: a.device_type.remote(), "report device")
-        worker_device = "cuda" if self.cfg.gpus_per_worker > 0 else "cpu"
-        if learner_device != worker_device:
-            raise ValueError(f"weight sync needs the learners and the rollout workers on the same kind of device "
-                             f"(NCCL between GPUs, gloo between CPUs); the learners are on {learner_device}, the "
-                             f"workers on {worker_device} (learner.gpus_per_rank, rollout.gpus_per_worker)")
+        """Form the sync link: learner rank 0 sends; a worker on its GPU (colocated) or its node's CPU maps its
+        buffers (shared route), the others join a broadcast group of their own (wire route)."""
+        sender = learners.rank0(lambda a: a.device_id.remote(), "report device")
+        routes = plan_routes(sender, self._wait([w.device_id.remote() for w in self.workers], "report device"))
         specs = learners.rank0(lambda a: a.weight_specs.remote(), "list weights")
         learner_vocab = next(sp.shape[0] for sp in specs if sp.name.endswith("embed_tokens.weight"))
         for i, vocab in enumerate(self._wait([w.vocab_size.remote() for w in self.workers], "report vocabulary")):
@@ -78,12 +77,13 @@ class RolloutPool:
                 raise ValueError(f"rollout worker {i} serves a vocabulary of {vocab} tokens, the learners "
                                  f"{learner_vocab}: they hold different models or tokenizers")
         self.learners = learners
+        self.routes = routes
         self.buckets = plan_buckets(specs, self.cfg.sync_bucket_mb << 20)
         host, port = learners.rank0(lambda a: a.node_address.remote(), "find a sync port")
-        world = 1 + len(self.workers)
-        joining = learners.start_every_rank(lambda a: a.join_weight_sync.remote(host, port, world))
-        self._wait([w.join_sync_group.remote(host, port, i + 1, world, self.cfg.timeout_s, worker_device)
-                    for i, w in enumerate(self.workers)], "join the weight-sync group")
+        places, wire_world, shared = members(routes)
+        joining = learners.start_every_rank(lambda a: a.join_weight_sync.remote(host, port, wire_world, shared))
+        self._wait([w.join_sync_group.remote(host, port, m, wire_world, self.cfg.timeout_s)
+                    for w, m in zip(self.workers, places)], "join the weight-sync group")
         joining.result("join the weight-sync group")
 
     def sync_weights(self, version: int) -> None:
@@ -100,20 +100,19 @@ class RolloutPool:
             self._wait([w.load_adapter.remote(shared, config, version) for w in self.workers], "load the adapter")
             self.sync_bytes = sum(t.numel() * t.element_size() for t in tensors.values())
         else:
-            pushing = self.learners.start_every_rank(lambda a: a.push_weights.remote(self.buckets))
+            pushing = self.learners.start_every_rank(lambda a: a.push_weights.remote(self.buckets, version))
             self._wait([w.receive_weights.remote(self.buckets, version) for w in self.workers], "receive weights")
             pushing.result("push weights")
             self.sync_bytes = sum(spec.nbytes for bucket in self.buckets for spec in bucket)
         self.version = version
         self._wake()
 
-    def sleep(self) -> None:
-        """Colocated mode: every engine offloads its weights to host memory and frees its KV cache, so
-        the learners sharing its GPU can train; sync_weights and generate wake it."""
-        if not self.cfg.colocate:
-            raise RuntimeError("sleep: the rollout workers were not started with rollout.colocate=true")
-        self._wait([w.sleep.remote() for w in self.workers], "sleep")
-        self.asleep = True
+    def free_gpu(self) -> None:
+        """Colocated mode: every engine sleeps (weights to host memory, KV cache freed) so that the learners
+        sharing its GPU can train; sync_weights and generate wake it. Without rollout.colocate: nothing."""
+        if self.cfg.colocate and not self.asleep:
+            self._wait([w.sleep.remote() for w in self.workers], "sleep")
+            self.asleep = True
 
     def _wake(self) -> None:
         if self.asleep:

@@ -1,7 +1,7 @@
 """Forward-only roles, one actor each, called with a bounded wait: the reward model R_phi and the
 frozen reference policy pi_ref.
 
-    rm = RewardModelActor(model_dir, spec)
+    rm = RewardModelActor(model_dir, spec, precision)
     scores = rm.score(prompt_ids, response_ids)     # one float per pair
     ref = ReferenceActor(model_dir, cfg, precision)
     ref_logprobs = ref.logprobs(tokens)             # [B, T]"""
@@ -20,11 +20,12 @@ from trainers.reference import ReferencePolicy
 
 
 def _start(worker_class, cpus: float, gpus: float, *args):
+    """The actor reserves `gpus` and is told so (it computes on that GPU when > 0)."""
     threads = max(1, int(cpus))
     return ray.remote(worker_class).options(
         num_cpus=cpus, num_gpus=gpus, max_concurrency=1,
         runtime_env={"env_vars": {"OMP_NUM_THREADS": str(threads), "HF_HUB_OFFLINE": "1"}},
-    ).remote(*args, threads)
+    ).remote(*args, gpus, threads)
 
 
 def _bounded(ref, role: str, what: str, timeout_s: float):
@@ -37,9 +38,10 @@ def _bounded(ref, role: str, what: str, timeout_s: float):
 
 
 class RewardModelActor:
-    def __init__(self, model_dir: str, spec: RewardModelSpec, timeout_s: float = 600.0):
+    def __init__(self, model_dir: str, spec: RewardModelSpec, precision: Precision = Precision.fp32,
+                 timeout_s: float = 600.0):
         self.timeout_s = timeout_s
-        self.actor = _start(RewardModelWorker, spec.cpus, spec.gpus, model_dir, spec.batch_size)
+        self.actor = _start(RewardModelWorker, spec.cpus, spec.gpus, model_dir, spec.batch_size, precision)
 
     def score(self, prompts: list[list[int]], responses: list[list[int]]) -> list[float]:
         return _bounded(self.actor.score.remote(prompts, responses), "reward model",

@@ -13,15 +13,23 @@ import torch
 
 from rewards.config import HttpRewardConfig
 from trainers.batches import pad_rows
+from trainers.config import Precision
 
 
 class RewardModelWorker:
-    def __init__(self, model_dir: str, batch_size: int, threads: int = 1):
-        from trainers.model import load_reward_model
+    def __init__(self, model_dir: str, batch_size: int, precision: Precision = Precision.fp32, gpus: float = 0.0,
+                 threads: int = 1):
+        """precision: the learners' (the reward model trained under it); gpus: the share of a GPU Ray reserved
+        for this worker (> 0: it computes there)."""
+        from trainers.model import computes_in_bf16, load_reward_model, role_device
         torch.set_num_threads(threads)
-        self.model = load_reward_model(model_dir).eval()
+        self.device = role_device(gpus, "reward-model worker")
+        self.model = load_reward_model(model_dir).eval().to(self.device)
         self.pad_id = self.model.config.pad_token_id
-        self.batch_size = batch_size
+        self.batch_size, self.bf16 = batch_size, computes_in_bf16(precision, self.device)
+
+    def device_type(self) -> str:
+        return self.device.type
 
     @torch.no_grad()
     def score(self, prompts: list[list[int]], responses: list[list[int]]) -> list[float]:
@@ -36,8 +44,9 @@ class RewardModelWorker:
         for start in range(0, len(rows), self.batch_size):
             chunk = order[start:start + self.batch_size]
             batch = [rows[i] for i in chunk]
-            tokens = torch.from_numpy(pad_rows(batch, self.pad_id, max(len(r) for r in batch)))
-            scores[chunk] = self.model(input_ids=tokens).logits[:, 0].float().numpy()
+            tokens = torch.from_numpy(pad_rows(batch, self.pad_id, max(len(r) for r in batch))).to(self.device)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+                scores[chunk] = self.model(input_ids=tokens).logits[:, 0].float().cpu().numpy()
         return scores.tolist()
 
 

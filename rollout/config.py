@@ -34,6 +34,8 @@ class RolloutConfig:
     """GPUs Ray reserves per worker (tensor_parallel_size on GPU)."""
     dtype: str = "float32"
     """Engine weights dtype: float32 or bfloat16."""
+    reference_batch_size: int = 64
+    """Reference engine: sequences decoded together in one padded batch with a KV cache."""
     kv_cache_gib: float = 1.0
     """vLLM KV-cache size per engine, in GiB."""
     max_model_len: Optional[int] = None
@@ -41,8 +43,9 @@ class RolloutConfig:
     prompt_overflow: PromptOverflow = PromptOverflow.truncate_left
     """What to do with a prompt too long for the context window."""
     colocate: bool = False
-    """GPU only: each worker shares a learner rank's GPU, and its vLLM engine sleeps (weights to host
-    memory, KV cache freed) while the learners train; it wakes for weight sync and generation."""
+    """GPU only: each worker shares a learner rank's GPU (and receives weights through CUDA IPC handles); its
+    engine sleeps while the learners train (vLLM: weights to host memory, KV cache freed; the reference
+    engine: the model to host memory) and wakes for weight sync and generation."""
     sync_bucket_mb: int = 256
     """Bytes per weight-sync broadcast (many tensors per bucket)."""
     timeout_s: float = 600.0

@@ -25,68 +25,107 @@ def next_token_distribution(logits: torch.Tensor, s: Sampling) -> torch.Tensor:
 
 
 @torch.no_grad()
-def sample_continuation(model, prompt_ids: list[int], s: Sampling, eos_id: int | None, generator: torch.Generator,
-                        stopped=lambda ids: False) -> tuple[list[int], list[float], FinishReason]:
-    """Sample one continuation token by token, reusing the KV cache: each new token costs one forward
-    over one position instead of over the whole prefix. Returns (token ids, log pi of each under the
-    untempered model, why it ended)."""
+def sample_batch(model, prompts: list[list[int]], s: Sampling, eos_id: int | None, generator: torch.Generator,
+                 stopped=lambda ids: False, pad_id: int = 0) -> list[tuple[list[int], list[float], FinishReason]]:
+    """Sample one continuation per prompt, every row in one left-padded batch with a KV cache (Part 3): each
+    new token costs one forward over one position per row instead of over the whole prefix. Returns per row
+    (token ids, log pi of each under the untempered model, why it ended)."""
     device = next(model.parameters()).device
-    out = model(input_ids=torch.tensor([prompt_ids], device=device), use_cache=True)
-    cache, raw = out.past_key_values, out.logits[:, -1].float()               # [1, V]
-    ids, logprobs = [], []
+    rows, width = len(prompts), max(len(p) for p in prompts)
+    ids = torch.full((rows, width), pad_id, dtype=torch.long, device=device)               # [B, P]
+    mask = torch.zeros((rows, width), dtype=torch.long, device=device)                    # [B, P] 1 = real token
+    for i, p in enumerate(prompts):
+        ids[i, width - len(p):] = torch.tensor(p, device=device)
+        mask[i, width - len(p):] = 1
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)                                        # [B, P]: each row from 0
+    out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
+    cache, raw = out.past_key_values, out.logits[:, -1].float()                           # [B, V]
+    next_position = positions[:, -1:] + 1                                                 # [B, 1]
+    tokens: list[list[int]] = [[] for _ in range(rows)]
+    logprobs: list[list[float]] = [[] for _ in range(rows)]
+    reasons: list[FinishReason | None] = [None] * rows
     for step in range(s.max_new_tokens):
         logits = raw
         if step < s.min_new_tokens and eos_id is not None:
             logits = raw.clone()
             logits[:, eos_id] = float("-inf")  # sampling only: the logprob below stays the model's own
         if s.temperature <= 0:
-            token = int(logits.argmax(dim=-1))
+            chosen = logits.argmax(dim=-1)                                                # [B]
         else:
-            token = int(torch.multinomial(next_token_distribution(logits, s), 1, generator=generator))
-        ids.append(token)
-        logprobs.append(float(torch.log_softmax(raw, dim=-1)[0, token]))
-        if token == eos_id:
-            return ids, logprobs, FinishReason.eos
-        if step + 1 >= s.min_new_tokens and stopped(ids):
-            return ids, logprobs, FinishReason.stop
-        out = model(input_ids=torch.tensor([[token]], device=device), past_key_values=cache, use_cache=True)
+            chosen = torch.multinomial(next_token_distribution(logits, s), 1, generator=generator)[:, 0]
+        chosen_logp = torch.log_softmax(raw, dim=-1).gather(1, chosen[:, None])[:, 0]    # [B]
+        for i, (token, logp) in enumerate(zip(chosen.tolist(), chosen_logp.tolist())):
+            if reasons[i] is not None:
+                continue                                                                 # finished rows idle along
+            tokens[i].append(token)
+            logprobs[i].append(logp)
+            if token == eos_id:
+                reasons[i] = FinishReason.eos
+            elif step + 1 >= s.min_new_tokens and stopped(tokens[i]):
+                reasons[i] = FinishReason.stop
+        if all(r is not None for r in reasons) or step + 1 == s.max_new_tokens:
+            break
+        mask = torch.cat([mask, mask.new_ones((rows, 1))], dim=1)
+        out = model(input_ids=chosen[:, None], attention_mask=mask, position_ids=next_position,
+                    past_key_values=cache, use_cache=True)
         cache, raw = out.past_key_values, out.logits[:, -1].float()
-    return ids, logprobs, FinishReason.length
+        next_position = next_position + 1
+    return [(t, lp, r or FinishReason.length) for t, lp, r in zip(tokens, logprobs, reasons)]
 
 
 def generate(model, prompt_ids: list[int], s: Sampling, eos_id: int | None) -> list[int]:
     """One continuation's token ids (for `tether generate`)."""
     generator = torch.Generator(device=next(model.parameters()).device)
     generator.manual_seed(s.seed) if s.seed is not None else generator.seed()
-    return sample_continuation(model, prompt_ids, s, eos_id, generator)[0]
+    return sample_batch(model, [prompt_ids], s, eos_id, generator)[0][0]
 
 
 class ReferenceEngine:
-    """The rollout-engine interface on plain transformers: used where vLLM is not installed, and as
-    the check on vLLM. One prompt at a time; small models only."""
+    """The rollout-engine interface on plain transformers: used where vLLM is not installed, and as the check
+    on vLLM. Decodes up to batch_size sequences together, on the worker's device at the engine's dtype."""
 
-    def __init__(self, model_dir: str, seed: int):
+    def __init__(self, model_dir: str, seed: int, device: torch.device = torch.device("cpu"),
+                 dtype: str = "float32", batch_size: int = 64):
         from trainers.model import load_causal_lm
         from trainers.tokenizer import load_tokenizer
-        self.model = load_causal_lm(model_dir).eval()
+        self.device, self.batch_size = device, batch_size
+        self.model = load_causal_lm(model_dir, getattr(torch, dtype)).eval().to(device)
         self.tokenizer = load_tokenizer(model_dir)
-        self.generator = torch.Generator().manual_seed(seed)
+        self.generator = torch.Generator(device=device).manual_seed(seed)
 
     def generate(self, prompts: list[list[int]], s: Sampling) -> list[list[tuple[list[int], list[float], FinishReason]]]:
         if s.seed is not None:
             self.generator.manual_seed(s.seed)
         eos = self.tokenizer.eos_token_id
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
 
         def stopped(ids: list[int]) -> bool:
             return bool(s.stop) and self.tokenizer.decode(ids).endswith(tuple(s.stop))
 
-        return [[sample_continuation(self.model, p, s, eos, self.generator, stopped) for _ in range(s.n)]
-                for p in prompts]
+        rows = [p for p in prompts for _ in range(s.n)]                     # sample j of prompt i at i * n + j
+        done = []
+        for start in range(0, len(rows), self.batch_size):
+            done += sample_batch(self.model, rows[start:start + self.batch_size], s, eos, self.generator, stopped, pad)
+        return [done[i * s.n:(i + 1) * s.n] for i in range(len(prompts))]
 
     def load_weights(self, weights) -> None:
-        state = dict(weights)
-        missing = set(self.model.state_dict()) - set(state)
+        """Copies each (name, tensor) into the model as it arrives (a sync's buckets are never all held)."""
+        params = self.model.state_dict()          # tensors that share the parameters' storage
+        seen = set()
+        for name, tensor in weights:
+            if name not in params:
+                raise KeyError(f"weight sync sent {name}, which this model does not have")
+            params[name].copy_(tensor)
+            seen.add(name)
         tied = {"lm_head.weight"} if self.model.config.tie_word_embeddings else set()
-        if missing - tied:
-            raise KeyError(f"weights are missing {sorted(missing - tied)[:5]}")
-        self.model.load_state_dict(state, strict=False)
+        if missing := set(params) - seen - tied:
+            raise KeyError(f"weights are missing {sorted(missing)[:5]}")
+
+    def offload(self) -> None:
+        """Colocated mode: the weights go to host memory so the learners sharing the GPU can train."""
+        self.model.to("cpu")
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def reload(self) -> None:
+        self.model.to(self.device)

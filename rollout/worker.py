@@ -11,7 +11,7 @@ from pathlib import Path
 
 from rollout.config import EngineKind, RolloutConfig
 from rollout.types import FinishReason, Rollout, Sampling
-from rollout.weight_sync import TensorSpec, open_group, receive_buckets
+from rollout.weight_sync import DeviceId, Member, TensorSpec, device_id, open_receiver, receive_buckets
 
 
 class VllmEngine:
@@ -61,12 +61,14 @@ class VllmEngine:
     def vocab_size(self) -> int:
         return self.llm.llm_engine.model_config.get_vocab_size()
 
-    def join_sync_group(self, host: str, port: int, rank: int, world: int, timeout_s: float, device_type: str) -> None:
-        self.llm.collective_rpc("tether_join_sync_group", args=(host, port, rank, world, timeout_s, device_type))
+    def join_sync_group(self, host: str, port: int, member: Member, wire_world: int, timeout_s: float) -> None:
+        # collective_rpc arguments are msgpack-encoded: plain values only
+        self.llm.collective_rpc("tether_join_sync_group",
+                                args=(host, port, member.route.value, member.index, wire_world, timeout_s))
 
-    def receive_weights(self, buckets: list[list[TensorSpec]]) -> None:
+    def receive_weights(self, buckets: list[list[TensorSpec]], version: int) -> None:
         plan = [[[s.name, s.shape, s.dtype] for s in bucket] for bucket in buckets]
-        self.llm.collective_rpc("tether_receive_weights", args=(plan,))
+        self.llm.collective_rpc("tether_receive_weights", args=(plan, version))
         self.llm.reset_prefix_cache()  # cached KV blocks were computed with the old weights
 
     def sleep(self) -> None:
@@ -91,8 +93,8 @@ class ReferenceWorkerEngine:
 
     def __init__(self, model_dir: str, cfg: RolloutConfig):
         from rollout.reference_engine import ReferenceEngine
-        self.engine = ReferenceEngine(model_dir, cfg.seed)
-        self.group = None
+        self.engine = ReferenceEngine(model_dir, cfg.seed, worker_device(cfg), cfg.dtype, cfg.reference_batch_size)
+        self.link = None
 
     def generate(self, prompts, s):
         return self.engine.generate(prompts, s)
@@ -100,11 +102,27 @@ class ReferenceWorkerEngine:
     def vocab_size(self) -> int:
         return self.engine.model.config.vocab_size
 
-    def join_sync_group(self, host: str, port: int, rank: int, world: int, timeout_s: float, device_type: str) -> None:
-        self.group = open_group(host, port, rank, world, timeout_s, device_type)
+    def join_sync_group(self, host: str, port: int, member: Member, wire_world: int, timeout_s: float) -> None:
+        self.link = open_receiver(host, port, member, wire_world, timeout_s, self.engine.device)
 
-    def receive_weights(self, buckets: list[list[TensorSpec]]) -> None:
-        self.engine.load_weights((name, t.clone()) for name, t in receive_buckets(self.group, buckets))
+    def receive_weights(self, buckets: list[list[TensorSpec]], version: int) -> None:
+        self.engine.load_weights(receive_buckets(self.link, buckets, version))
+
+    def sleep(self) -> None:
+        self.engine.offload()
+
+    def wake_up(self, tags: list[str] | None) -> None:
+        self.engine.reload()
+
+
+def worker_device(cfg: RolloutConfig):
+    """The GPU Ray gave this worker when it reserved one, else the CPU."""
+    import torch
+    if cfg.gpus_per_worker <= 0:
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise RuntimeError(f"rollout worker: reserved {cfg.gpus_per_worker} GPU but this process sees no CUDA device")
+    return torch.device("cuda", torch.cuda.current_device())
 
 
 ENGINES = {EngineKind.vllm: VllmEngine, EngineKind.reference: ReferenceWorkerEngine}
@@ -123,11 +141,16 @@ class RolloutWorker:
         return [[Rollout(p, ids, lps, reason, self.version) for ids, lps, reason in samples]
                 for p, samples in zip(prompts, self.engine.generate(prompts, s))]
 
-    def join_sync_group(self, host: str, port: int, rank: int, world: int, timeout_s: float, device_type: str) -> None:
-        self.engine.join_sync_group(host, port, rank, world, timeout_s, device_type)
+    def device_id(self) -> DeviceId:
+        """Where this worker's engine holds its weights (the weight sync picks the route from it)."""
+        import ray
+        return device_id(ray.get_runtime_context().get_node_id(), worker_device(self.cfg))
+
+    def join_sync_group(self, host: str, port: int, member: Member, wire_world: int, timeout_s: float) -> None:
+        self.engine.join_sync_group(host, port, member, wire_world, timeout_s)
 
     def receive_weights(self, buckets: list[list[TensorSpec]], version: int) -> int:
-        self.engine.receive_weights(buckets)
+        self.engine.receive_weights(buckets, version)
         self.version = version
         return version
 
@@ -149,6 +172,12 @@ class RolloutWorker:
 
     def policy_version(self) -> int:
         return self.version
+
+    def weights(self) -> dict:
+        """The reference engine's weights, copied to the CPU (the sync parity checks read them)."""
+        if not isinstance(self.engine, ReferenceWorkerEngine):
+            raise ValueError("weights: only the reference engine exposes its weights (rollout.engine=reference)")
+        return {k: v.detach().to("cpu", copy=True) for k, v in self.engine.engine.model.state_dict().items()}
 
     def vocab_size(self) -> int:
         return self.engine.vocab_size()

@@ -76,6 +76,7 @@ def run_grpo(roles: Roles, cfg: GrpoConfig, tasks_cfg: TasksConfig, train: list[
                 with timer("reference"):
                     rows.ref_logprobs = roles.reference.logprobs(rows.tokens) * rows.loss_mask
             with timer("update"):
+                roles.pool.free_gpu()                    # colocated: the engines sleep while the learners train
                 record.update(update_policy(roles.policy, rows, cfg.update, ranks, seed, state.step))
             state = DriverState(state.step + 1, state.tokens_seen + int(rows.loss_mask.sum()), state.policy_version + 1)
             with timer("sync"):

@@ -15,13 +15,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rollout.weight_sync import BucketSender, TensorSpec, open_group
+from rollout.weight_sync import BucketSender, DeviceId, TensorSpec, device_id, open_sender
 from trainers.batches import EvalSums, PairBatch, PairStepResult, StepResult, TokenBatch
 from trainers.config import LearnerConfig, Optimizer, Regulariser
 from trainers.lora import (adapter_anchor, adapter_scale, adapter_state_dict, adapter_updates, add_adapters,
                            merged_state_dict, omega_ewc, omega_l2, squared_gradients)
 from trainers.losses import bradley_terry_loss, token_logprobs, token_nll
-from trainers.model import ModelHead, computes_in_bf16, load_model
+from trainers.model import ModelHead, computes_in_bf16, load_model, role_device
 from trainers.schedule import warmup_cosine
 
 
@@ -29,7 +29,7 @@ class Learner:
     def __init__(self, rank: int, world_size: int, cfg: LearnerConfig, total_steps: int):
         self.rank, self.world_size, self.cfg, self.total_steps = rank, world_size, cfg, total_steps
         torch.set_num_threads(cfg.threads_per_rank)
-        self.device = torch.device("cuda", 0) if cfg.gpus_per_rank > 0 else torch.device("cpu")
+        self.device = role_device(cfg.gpus_per_rank, "learner")
         self.bf16 = computes_in_bf16(cfg.precision, self.device)
         self.engine = None
         self.fisher: dict[str, torch.Tensor] | None = None
@@ -85,7 +85,8 @@ class Learner:
         no_decay = [p for p in trainable if p.dim() < 2]
         return torch.optim.AdamW([{"params": decay, "weight_decay": self.cfg.weight_decay},
                                   {"params": no_decay, "weight_decay": 0.0}],
-                                 lr=self.cfg.lr, betas=tuple(self.cfg.betas))
+                                 lr=self.cfg.lr, betas=tuple(self.cfg.betas),
+                                 fused=self.device.type == "cuda")   # one kernel for all tensors on a GPU
 
     def _ds_config(self) -> dict:
         c = self.cfg
@@ -96,15 +97,20 @@ class Learner:
             "gradient_clipping": c.grad_clip,
             "zero_optimization": {"stage": c.zero_stage},
             "zero_allow_untested_optimizer": True,
+            # bf16 compute inside the engine (an autocast opened outside it is switched off there), fp32 weights
+            # and optimizer state as before; no lower-precision modules, so gradients are reduced in fp32.
+            "torch_autocast": {"enabled": self.bf16, "dtype": "bfloat16", "lower_precision_safe_modules": []},
             "steps_per_print": 2**31 - 1,
         }
 
     def _logits(self, input_ids: torch.Tensor, module: torch.nn.Module | None = None) -> torch.Tensor:
         """The model's output at every position [B, T, ...] at the configured precision. `module` defaults to the
-        DeepSpeed engine; the bare module skips the engine's hooks (a backward through its forward reduces
-        gradients across ranks)."""
+        DeepSpeed engine, which applies its own torch_autocast section; the bare module skips the engine's hooks
+        (a backward through its forward reduces gradients across ranks) and gets the same autocast here."""
+        if module is None:
+            return self.engine(input_ids=input_ids).logits
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            return (module or self.engine)(input_ids=input_ids).logits
+            return module(input_ids=input_ids).logits
 
     def _forward_nll(self, tokens: torch.Tensor, mask: torch.Tensor | None,
                      module: torch.nn.Module | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -262,16 +268,21 @@ class Learner:
         config = json.loads(json.dumps(self.engine.module.peft_config["default"].to_dict(), default=sorted))
         return tensors, config
 
-    def join_weight_sync(self, host: str, port: int, world_size: int) -> None:
-        """Rank 0 joins (as rank 0) the process group it shares with the rollout workers."""
-        if self.rank == 0:
-            self.sync_group = open_group(host, port, 0, world_size, self.cfg.timeout_s, self.device.type)
+    def device_id(self) -> DeviceId:
+        """Where this rank's tensors live (the weight sync picks each worker's route from it)."""
+        import ray
+        return device_id(ray.get_runtime_context().get_node_id(), self.device)
 
-    def push_weights(self, buckets: list[list[TensorSpec]]) -> None:
-        """Collective: under ZeRO-3 every rank gathers each bucket's shards; rank 0 broadcasts it."""
+    def join_weight_sync(self, host: str, port: int, wire_world: int, shared_receivers: int) -> None:
+        """Rank 0 hosts the sync store and joins the wire group (of wire_world members) as its rank 0."""
+        if self.rank == 0:
+            self.sync_link = open_sender(host, port, wire_world, shared_receivers, self.cfg.timeout_s, self.device)
+
+    def push_weights(self, buckets: list[list[TensorSpec]], version: int) -> None:
+        """Collective: under ZeRO-3 every rank gathers each bucket's shards; rank 0 sends it, tagged `version`."""
         import deepspeed
         params = self._sync_tensors()
-        sender = BucketSender(self.sync_group) if self.rank == 0 else None
+        sender = BucketSender(self.sync_link, version) if self.rank == 0 else None
         for bucket in buckets:
             tensors = [params[spec.name] for spec in bucket]
             distinct = list({id(t): t for t in tensors}.values())

@@ -91,6 +91,16 @@ def load_model(path: str | Path, head: ModelHead) -> PreTrainedModel:
     return load_causal_lm(path)
 
 
+def role_device(gpus: float, role: str) -> torch.device:
+    """The device a role computes on: the GPU Ray gave its actor when it reserved any share of one (Ray makes
+    it device 0 there), else the CPU. A role that reserved a GPU and sees none is an error, never a CPU run."""
+    if gpus <= 0:
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise RuntimeError(f"{role}: reserved {gpus} GPU but this process sees no CUDA device")
+    return torch.device("cuda", 0)
+
+
 def computes_in_bf16(precision: Precision, device: torch.device) -> bool:
     """Whether forward passes on `device` run under bf16 autocast; auto asks the hardware itself."""
     if precision != Precision.auto:

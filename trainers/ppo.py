@@ -96,6 +96,7 @@ def run_ppo(roles: Roles, cfg: PpoConfig, tasks_cfg: TasksConfig, train: list[Ta
             rows.advantages = whiten(advantages, torch.from_numpy(mask)).numpy()
         chunks = minibatches(rows, cfg.update, seed, state.step)
         with timer("update_critic"):
+            roles.pool.free_gpu()                        # colocated: the engines sleep while the learners train
             value_loss = update_critic(roles.critic, rows.tokens, mask, values, returns.numpy(), chunks,
                                        cfg.value_clip, ranks)
         kl_per_response = float(kl.sum(1)[:len(rollouts)].mean())

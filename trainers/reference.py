@@ -10,12 +10,17 @@ from trainers.losses import token_logprobs
 
 
 class ReferencePolicy:
-    def __init__(self, model_dir: str, batch_size: int, precision: Precision, threads: int = 1):
-        """precision: the learners' (auto resolves here as on a CPU learner rank)."""
-        from trainers.model import computes_in_bf16, load_causal_lm
+    def __init__(self, model_dir: str, batch_size: int, precision: Precision, gpus: float = 0.0, threads: int = 1):
+        """precision: the learners' (auto resolves on this actor's device as on a learner rank's); gpus: the
+        share of a GPU Ray reserved for it (> 0: it computes there)."""
+        from trainers.model import computes_in_bf16, load_causal_lm, role_device
         torch.set_num_threads(threads)
-        self.model = load_causal_lm(model_dir).eval()
-        self.batch_size, self.bf16 = batch_size, computes_in_bf16(precision, torch.device("cpu"))
+        self.device = role_device(gpus, "reference policy")
+        self.model = load_causal_lm(model_dir).eval().to(self.device)        # fp32 weights, as the learners'
+        self.batch_size, self.bf16 = batch_size, computes_in_bf16(precision, self.device)
+
+    def device_type(self) -> str:
+        return self.device.type
 
     @torch.no_grad()
     def logprobs(self, tokens: np.ndarray) -> np.ndarray:
@@ -23,8 +28,8 @@ class ReferencePolicy:
         pi_theta (the same autocast), so that KL is exactly 0 before the first update."""
         out = np.zeros((len(tokens), tokens.shape[1] - 1), np.float32)
         for start in range(0, len(tokens), self.batch_size):
-            rows = torch.from_numpy(tokens[start:start + self.batch_size])
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+            rows = torch.from_numpy(tokens[start:start + self.batch_size]).to(self.device)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
                 logits = self.model(input_ids=rows[:, :-1]).logits                       # [b, T, V]
-            out[start:start + len(rows)] = token_logprobs(logits, rows[:, 1:]).numpy()
+            out[start:start + len(rows)] = token_logprobs(logits, rows[:, 1:]).cpu().numpy()
         return out

@@ -50,6 +50,7 @@ def run_sft(roles: Roles, cfg: SftConfig, tasks_cfg: TasksConfig, train: list[Ta
         with timer("sample"):
             tasks = step_tasks(train, rows, seed, state.step)
         with timer("update"):
+            roles.pool.free_gpu()                        # colocated: the engines sleep while the learners train
             loss, targets = sft_update(roles.policy, [t.prompt_ids for t in tasks],
                                        [answer_ids(t, tokenizer) for t in tasks], tokenizer.pad_token_id, ranks)
         state = DriverState(state.step + 1, state.tokens_seen + targets, state.policy_version + 1)
@@ -105,6 +106,7 @@ def run_rsft(roles: Roles, cfg: RsftConfig, tasks_cfg: TasksConfig, train: list[
                   **rollout_stats(rollouts, timer.seconds["generate"])}
         losses = []
         with timer("sft"):
+            roles.pool.free_gpu()                        # colocated: the engines sleep while the learners train
             rng = np.random.default_rng(step_seed(seed, state.step, 4))
             for _ in range(cfg.sft_steps if kept else 0):
                 chosen = [rollouts[kept[i]] for i in rng.choice(len(kept), size=rows, replace=len(kept) < rows)]

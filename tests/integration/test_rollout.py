@@ -106,7 +106,8 @@ def test_reference_engine_and_vllm_agree_greedy(ray_cluster, tiny_corpus):
 
 
 def test_worker_killed_during_generate(ray_cluster, tiny_corpus):
-    cfg = dataclasses.replace(ROLLOUT, engine=EngineKind.reference)
+    # one sequence at a time, so that generate is still running when the worker is killed a second in
+    cfg = dataclasses.replace(ROLLOUT, engine=EngineKind.reference, reference_batch_size=1)
     pool = RolloutPool(cfg, str(tiny_corpus / "init"), context_len=128, wait=False)    # starts with the learners
     learners = start_learners(LEARNER, str(tiny_corpus / "init"), total_steps=10)
     try:

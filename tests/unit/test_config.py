@@ -45,7 +45,7 @@ def test_wrong_type_and_enum():
     ("corpus.sources.0.kind=file", "list is set whole"),
     ("learner.warmup_steps=400", "warmup_steps"),
     ("rollout.colocate=true", "needs GPUs"),
-    (("rollout.engine=reference", "rollout.colocate=true"), "engine=vllm"),
+    ("rollout.reference_batch_size=0", "reference_batch_size: must be > 0"),
     ("rewards.verifiers=[{fn: nope}]", "rewards.verifiers.0: verifier 'nope': not a built-in"),
     ("rewards.verifiers=[{fn: format, options: {colour: red}}]", "do not fit"),
     ("reward_model.held_out_fraction=0.7", "reward_model.held_out_fraction"),
@@ -83,9 +83,11 @@ def test_missing_config_file():
     assert "does not exist" in error(path="configs/nope.yaml")
 
 
-def test_colocated_gpu_recipe_loads():
+@pytest.mark.parametrize("engine", ["vllm", "reference"])
+def test_colocated_gpu_recipe_loads(engine):
     job = load_job_config("configs/tiny.yaml", ["rollout.colocate=true", "rollout.gpus_per_worker=0.5",
-                                                "learner.gpus_per_rank=0.5", "learner.num_ranks=1"])
+                                                "learner.gpus_per_rank=0.5", "learner.num_ranks=1",
+                                                f"rollout.engine={engine}"])
     assert job.rollout.colocate and job.rollout.gpus_per_worker + job.learner.gpus_per_rank == 1
 
 
