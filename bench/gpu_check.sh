@@ -54,7 +54,7 @@ for p in $parts; do
               part pipeline 260 "$PY" -m cluster.cli run configs/tiny.yaml "${PIPELINE[@]}"
               cp "$RUNS/gpu-check/report.md" "$OUT/report.md" 2>/dev/null
               cp "$RUNS/gpu-check/timings.json" "$OUT/timings.json" 2>/dev/null ;;
-    bench) part bench 200 "$PY" bench/gpu_pretrain_throughput.py --steps 30 --warmup 5 --compile
+    bench) part bench 180 "$PY" bench/gpu_pretrain_throughput.py --steps 30 --warmup 5 --compile
            cp docs/benchmarks.md "$OUT/benchmarks.md" ;;
     *) echo "unknown part '$p' (allowed: tests pipeline bench)"; exit 2 ;;
   esac
