@@ -3,11 +3,11 @@ PyTorch loop on the same model code (trainers.model, trainers.losses), the same 
 autocast, fused AdamW and sdpa attention, measured in the same run. MFU is model FLOPs (6N + 12LdT per token)
 over 790 TFLOP/s, the H200's measured dense bf16 matmul rate (and over the rate measured here, beside it).
 
-    python bench/gpu_pretrain_throughput.py [--steps 30] [--warmup 5] [--compile]
+    python bench/gpu_pretrain_throughput.py [--steps 30] [--warmup 5] [--compile] [--quick]
 
 The model is a 210.8M-parameter Llama (hidden 1024, 16 layers, ff 2752, vocab 4096); a step is 16 x 1024
-tokens of random ids (throughput does not depend on the ids). --compile adds a plain loop whose decoder layers
-are torch.compile'd, to show how far the eager model code is from the ceiling. Writes docs/benchmarks.md."""
+tokens of random ids (throughput does not depend on the ids). --compile adds the learner with learner.compile
+and a plain loop whose decoder layers are torch.compile'd the same way. Writes docs/benchmarks.md."""
 from __future__ import annotations
 
 import argparse
@@ -85,6 +85,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--quick", action="store_true", help="leave out the fp32 loop and the ZeRO 1 learner")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-gpu-"))
     model = build_llama(MODEL, FixedVocab(), 0)
@@ -106,14 +107,16 @@ def main() -> None:
               f"MFU {flops_per_step / s / H200_BF16_FLOPS:.1%}", flush=True)
 
     add("plain PyTorch loop (fused AdamW, sdpa)", "bf16", plain_loop(str(work / "init"), batches, True, False))
-    add("plain PyTorch loop (fused AdamW, sdpa)", "fp32", plain_loop(str(work / "init"), batches[:args.warmup + 10],
-                                                                     False, False))
-    for zero in (0, 1):
+    if not args.quick:
+        add("plain PyTorch loop (fused AdamW, sdpa)", "fp32", plain_loop(str(work / "init"), batches[:args.warmup + 10],
+                                                                         False, False))
+    for zero, compiled in [(0, False)] + ([] if args.quick else [(1, False)]) + ([(0, True)] if args.compile else []):
         learner = dataclasses.replace(LearnerConfig(), num_ranks=1, zero_stage=zero, micro_batch=ROWS, grad_accum=1,
                                       precision=Precision.bf16, gpus_per_rank=1, cpus_per_rank=2, threads_per_rank=2,
-                                      warmup_steps=0, lr=3e-4, timeout_s=600)
+                                      warmup_steps=0, lr=3e-4, timeout_s=600, compile=compiled)
         times, _ = learner_group(str(work / "init"), batches, learner)
-        add(f"tether learner (Ray actor, DeepSpeed ZeRO {zero}, 1 rank)", "bf16", times)
+        add(f"tether learner (Ray actor, DeepSpeed ZeRO {zero}, 1 rank{', learner.compile' if compiled else ''})",
+            "bf16", times)
     if args.compile:
         add("plain PyTorch loop, decoder layers torch.compile'd", "bf16",
             plain_loop(str(work / "init"), batches, True, True))

@@ -54,7 +54,7 @@ def alignment_roles(job: JobConfig, paths: RunPaths, stage: Stage, base: Path, l
     reference policy and a critic (critic: its learner settings and the model dir it starts from). Every
     actor is stopped on the way out."""
     from cluster.actor_group import Bundle
-    from cluster.groups import start_learners
+    from cluster.groups import launch_learners
     from cluster.rewarder import Rewarder
     from cluster.rollout_pool import RolloutPool
     from cluster.scorers import ReferenceActor
@@ -64,34 +64,36 @@ def alignment_roles(job: JobConfig, paths: RunPaths, stage: Stage, base: Path, l
     rm_dir = reward_model_dir(job, paths, stage)     # fails before any actor starts
     started = []
     try:
-        context = config_from_dir(base).max_position_embeddings
+        # Every role starts at once and is waited on afterwards: a role's start is mostly imports and, on a GPU,
+        # CUDA and NCCL set-up, which overlap.
         ref = None
         if reference:
             ref = ReferenceActor(str(base), job.reference, job.learner.precision, job.learner.timeout_s)
             started.append(ref)
-        if job.rollout.colocate:   # worker i sits in learner rank i's bundle, on its GPU
-            room = Bundle(job.rollout.cpus_per_worker, job.rollout.gpus_per_worker)
-            policy = start_learners(learner_cfg, str(base), total_steps, colocated=room, actor_class=PolicyLearner)
-            started.append(policy)
-            pool = RolloutPool(job.rollout, str(base), context, shared=policy.placement)
-            started.append(pool)
-        else:   # the engines load while the learners start: on a CPU each role's start is mostly imports
-            pool = RolloutPool(job.rollout, str(base), context, wait=False)
-            started.append(pool)
-            policy = start_learners(learner_cfg, str(base), total_steps, actor_class=PolicyLearner)
-            started.append(policy)
-            pool.wait_started()
-        pool.connect_learners(policy)
+        room = Bundle(job.rollout.cpus_per_worker, job.rollout.gpus_per_worker) if job.rollout.colocate else None
+        policy, policy_ready = launch_learners(learner_cfg, str(base), total_steps, colocated=room,
+                                               actor_class=PolicyLearner)
+        started.append(policy)
+        # colocated: worker i sits in learner rank i's bundle, on its GPU
+        pool = RolloutPool(job.rollout, str(base), config_from_dir(base).max_position_embeddings,
+                           shared=policy.placement if job.rollout.colocate else None, wait=False)
+        started.append(pool)
+        critic_group = critic_ready = None
+        if critic is not None:
+            critic_group, critic_ready = launch_learners(*critic, total_steps, head=ModelHead.value,
+                                                         actor_class=CriticLearner, role="critic")
+            started.append(critic_group)
         rewarder = Rewarder(job.rewards, job.verifier_pool, rm_dir, load_tokenizer(base), job.rollout.timeout_s,
                             job.learner.precision)
         started.append(rewarder)
-        roles = Roles(policy, pool, rewarder, reference=ref)
+        policy_ready.result("join the process group and load the model")
+        pool.wait_started()
+        pool.connect_learners(policy)
+        if critic_ready is not None:
+            critic_ready.result("join the process group and load the model")
+        roles = Roles(policy, pool, rewarder, reference=ref, critic=critic_group)
         if job.eval.in_stages:
             roles.suites = StageEvals(job.eval, load_tokenizer(base), paths.stage(stage) / "evals")
-        if critic is not None:
-            roles.critic = start_learners(*critic, total_steps, head=ModelHead.value,
-                                          actor_class=CriticLearner, role="critic")
-            started.append(roles.critic)
         yield roles
     finally:
         for role in reversed(started):

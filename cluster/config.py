@@ -177,6 +177,8 @@ def validate(job: JobConfig) -> None:
     need(lr.grad_clip >= 0, "learner.grad_clip: must be >= 0 (0 disables)")
     need(lr.cpus_per_rank >= 0 and lr.gpus_per_rank >= 0, "learner.cpus_per_rank/gpus_per_rank: must be >= 0")
     need(lr.timeout_s > 0, "learner.timeout_s: must be > 0")
+    need(not lr.compile or lr.zero_stage <= 2, "learner.compile: needs learner.zero_stage 0, 1 or 2 (ZeRO-3 gathers "
+                                               "parameters inside the blocks it would compile)")
     need(p.steps >= 1, "pretrain.steps: must be >= 1")
     need(2 <= p.seq_len <= m.max_seq_len or m.path is not None,
          f"pretrain.seq_len={p.seq_len}: must be in [2, model.max_seq_len={m.max_seq_len}]")

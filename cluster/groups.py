@@ -1,7 +1,7 @@
 """Starting each role's actor group."""
 from __future__ import annotations
 
-from cluster.actor_group import ActorGroup, Bundle
+from cluster.actor_group import ActorGroup, Bundle, Pending
 from trainers.config import LearnerConfig
 from trainers.learner import Learner
 from trainers.model import ModelHead
@@ -24,9 +24,18 @@ def start_learners(cfg: LearnerConfig, model_dir: str, total_steps: int, colocat
     loops), joined in a process group, each holding `model_dir` under DeepSpeed (as a policy; with
     head=scalar as a reward model; with head=value as a critic).
     colocated: room left in each rank's bundle for a rollout worker (RolloutPool(shared=...))."""
+    group, setting_up = launch_learners(cfg, model_dir, total_steps, colocated, head, actor_class, role)
+    setting_up.result("join the process group and load the model")
+    return group
+
+
+def launch_learners(cfg: LearnerConfig, model_dir: str, total_steps: int, colocated: Bundle | None = None,
+                    head: ModelHead = ModelHead.causal_lm, actor_class: type[Learner] = Learner,
+                    role: str = "learner") -> tuple[ActorGroup[Learner], Pending]:
+    """start_learners without waiting for the ranks' set-up (the caller starts other roles meanwhile and
+    then waits on the Pending)."""
     bundles = [Bundle(cfg.cpus_per_rank, cfg.gpus_per_rank)] * cfg.num_ranks
     group = ActorGroup(role, actor_class, bundles, lambda rank: (rank, cfg.num_ranks, cfg, total_steps),
                        timeout_s=cfg.timeout_s, env=learner_env(cfg), room=colocated)
     host, port = group.rank0(lambda a: a.node_address.remote(), "find a rendezvous port")
-    group.every_rank(lambda a: a.setup.remote(host, port, model_dir, head), "join the process group and load the model")
-    return group
+    return group, group.start_every_rank(lambda a: a.setup.remote(host, port, model_dir, head))

@@ -166,6 +166,10 @@ class LearnerConfig:
     """torch intra-op threads per rank (OMP_NUM_THREADS)."""
     timeout_s: float = 600.0
     """Upper bound on any one call to the learner group, and on process-group set-up."""
+    compile: bool = False
+    """torch.compile each transformer block in place (ZeRO 0-2): on a GPU it fuses the elementwise work between
+    the matmuls (docs/benchmarks.md); the first steps pay the compilation, and each new sequence length may
+    recompile, so it pays most on fixed-shape pretraining. Parameter names and checkpoints are unchanged."""
     lora: Optional[LoraConfig] = None
     """Train LoRA adapters on a frozen backbone instead of every weight (ZeRO 0-2). Checkpoints hold the
     merged model (what the next stage and the rollout workers load) and the adapter beside it."""

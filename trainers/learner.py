@@ -21,7 +21,7 @@ from trainers.config import LearnerConfig, Optimizer, Regulariser
 from trainers.lora import (adapter_anchor, adapter_scale, adapter_state_dict, adapter_updates, add_adapters,
                            merged_state_dict, omega_ewc, omega_l2, squared_gradients)
 from trainers.losses import bradley_terry_loss, token_logprobs, token_nll
-from trainers.model import ModelHead, computes_in_bf16, load_model, role_device
+from trainers.model import ModelHead, compile_blocks, computes_in_bf16, load_model, role_device
 from trainers.schedule import warmup_cosine
 
 
@@ -63,6 +63,8 @@ class Learner:
                                              world_size=self.world_size, timeout=timeout)
         deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False, timeout=timeout)
         model = load_model(model_dir, head).to(self.device)
+        if self.cfg.compile:
+            compile_blocks(model)
         if cfg_lora := self.cfg.lora:
             model = add_adapters(model, cfg_lora)
             self.anchor = adapter_anchor(model)          # theta_trainable^(k) of eq. (12)

@@ -91,6 +91,16 @@ def load_model(path: str | Path, head: ModelHead) -> PreTrainedModel:
     return load_causal_lm(path)
 
 
+def compile_blocks(model: PreTrainedModel) -> None:
+    """torch.compile every transformer block of `model` in place (its base model's `layers`), so parameter
+    names, state dicts and checkpoints stay those of the eager model."""
+    blocks = getattr(model.base_model, "layers", None)
+    if blocks is None:
+        raise ValueError(f"learner.compile: {type(model).__name__} has no transformer blocks at base_model.layers")
+    for block in blocks:
+        block.compile()
+
+
 def role_device(gpus: float, role: str) -> torch.device:
     """The device a role computes on: the GPU Ray gave its actor when it reserved any share of one (Ray makes
     it device 0 there), else the CPU. A role that reserved a GPU and sees none is an error, never a CPU run."""

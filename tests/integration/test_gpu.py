@@ -21,7 +21,7 @@ from trainers.align_config import ReferenceConfig
 from trainers.batches import TokenBatch
 from trainers.config import LearnerConfig, Precision
 from trainers.model import ModelHead
-from tests.integration.test_learner_precision import dtypes_seen, run_in_fresh_process
+from tests.integration.test_learner_precision import dtypes_seen, losses, run_in_fresh_process
 from tests.integration.test_rollout import prompts, train
 
 pytestmark = [pytest.mark.integration, pytest.mark.gpu,
@@ -32,12 +32,18 @@ ROLLOUT = RolloutConfig(engine=EngineKind.reference, num_workers=1, cpus_per_wor
                         colocate=True, timeout_s=300)
 
 
-@pytest.mark.parametrize("zero_stage", [0, 2])
-def test_bf16_reaches_the_linears_inside_the_engine_on_the_gpu(tiny_corpus, zero_stage):
-    seen = run_in_fresh_process(dtypes_seen, str(tiny_corpus), Precision.bf16, zero_stage, 1.0)
+def test_bf16_reaches_the_linears_inside_the_engine_on_the_gpu(tiny_corpus):
+    seen = run_in_fresh_process(dtypes_seen, str(tiny_corpus), Precision.bf16, 2, 1.0)
     assert seen["device"] == {"cuda"}
     assert seen["train"] == seen["logprobs"] == {"torch.bfloat16"}
     assert seen["weights"] == seen["adam"] == {"torch.float32"}
+
+
+def test_compiled_blocks_train_as_the_eager_model_on_the_gpu(tiny_corpus):
+    eager = run_in_fresh_process(losses, str(tiny_corpus), False, 1.0)
+    compiled = run_in_fresh_process(losses, str(tiny_corpus), True, 1.0)
+    print(f"eager {eager}\ncompiled {compiled}")
+    assert eager[-1] < eager[0] and np.allclose(eager, compiled, rtol=1e-4, atol=1e-4)
 
 
 def assert_same_weights(learners, pool) -> int:

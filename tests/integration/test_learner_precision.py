@@ -4,6 +4,7 @@ import multiprocessing
 import os
 import socket
 
+import numpy as np
 import pytest
 import torch
 
@@ -27,7 +28,7 @@ def run_in_fresh_process(fn, *args):
         return pool.apply(fn, args)
 
 
-def one_rank(model_dir: str, precision: Precision, zero_stage: int, gpus: float = 0.0) -> Learner:
+def one_rank(model_dir: str, precision: Precision, zero_stage: int, gpus: float = 0.0, compile: bool = False) -> Learner:
     os.environ["DS_ACCELERATOR"] = "cuda" if gpus else "cpu"
     # DeepSpeed's engine asks torch.is_autocast_enabled() with no device, which means CUDA's autocast: on a GPU it
     # sees an autocast opened outside the engine and switches it off, on a CPU it never sees it. Asking about the
@@ -36,7 +37,7 @@ def one_rank(model_dir: str, precision: Precision, zero_stage: int, gpus: float 
         import deepspeed.runtime.torch_autocast as ds_autocast
         ds_autocast.torch = _DeviceAwareTorch()
     cfg = LearnerConfig(precision=precision, zero_stage=zero_stage, micro_batch=4, threads_per_rank=1,
-                        warmup_steps=0, lr=1e-3, timeout_s=120, gpus_per_rank=gpus)
+                        warmup_steps=0, lr=1e-3, timeout_s=120, gpus_per_rank=gpus, compile=compile)
     learner = Learner(0, 1, cfg, total_steps=10)
     learner.setup("127.0.0.1", free_port(), model_dir)
     return learner
@@ -95,3 +96,22 @@ def test_bf16_reaches_the_linears_inside_the_engine(tiny_corpus, zero_stage):
 def test_fp32_stays_fp32(tiny_corpus):
     seen = run_in_fresh_process(dtypes_seen, str(tiny_corpus), Precision.fp32, 0)
     assert seen["train"] == seen["logprobs"] == seen["weights"] == seen["adam"] == {"torch.float32"}
+
+
+def losses(root: str, compile: bool, gpus: float = 0.0) -> list[float]:
+    """Runs in a fresh process: the token-mean loss of 4 AdamW steps of one rank, fp32, eager or compiled."""
+    learner = one_rank(f"{root}/init", Precision.fp32, 0, gpus, compile)
+    tokens = PackedWindows(f"{root}/data", "train", 32).gather(range(16))
+    out = []
+    for step in range(4):
+        rows = tokens[step * 4:(step + 1) * 4]
+        result = learner.train_step(TokenBatch(rows, None, rows.shape[0] * (rows.shape[1] - 1)))
+        out.append(result.nll_sum / result.targets)
+    return out
+
+
+def test_compiled_blocks_train_as_the_eager_model(tiny_corpus):
+    """learner.compile changes how the blocks run, not what they compute."""
+    eager = run_in_fresh_process(losses, str(tiny_corpus), False)
+    compiled = run_in_fresh_process(losses, str(tiny_corpus), True)
+    assert eager[-1] < eager[0] and np.allclose(eager, compiled, rtol=1e-5, atol=1e-5)

@@ -46,6 +46,7 @@ def test_wrong_type_and_enum():
     ("learner.warmup_steps=400", "warmup_steps"),
     ("rollout.colocate=true", "needs GPUs"),
     ("rollout.reference_batch_size=0", "reference_batch_size: must be > 0"),
+    (("learner.compile=true", "learner.zero_stage=3"), "learner.compile: needs learner.zero_stage 0, 1 or 2"),
     ("rewards.verifiers=[{fn: nope}]", "rewards.verifiers.0: verifier 'nope': not a built-in"),
     ("rewards.verifiers=[{fn: format, options: {colour: red}}]", "do not fit"),
     ("reward_model.held_out_fraction=0.7", "reward_model.held_out_fraction"),
