@@ -23,11 +23,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.pretrain_throughput import learner_group  # noqa: E402
+import bench.pretrain_throughput as cpu_bench  # noqa: E402
 from bench.report import write_section  # noqa: E402
 from trainers.config import LearnerConfig, ModelConfig, Precision  # noqa: E402
-from trainers.losses import token_nll  # noqa: E402
-from trainers.model import build_llama, load_causal_lm, train_flops_per_token  # noqa: E402
+from trainers.model import build_llama, train_flops_per_token  # noqa: E402
 
 H200_BF16_FLOPS = 790e12
 MODEL = ModelConfig(hidden_size=1024, num_layers=16, num_heads=16, num_kv_heads=16, intermediate_size=2752,
@@ -56,26 +55,7 @@ def matmul_flops(n: int = 8192, repeats: int = 10) -> float:
 
 
 def plain_loop(model_dir: str, batches: list[torch.Tensor], bf16: bool, compiled: bool) -> list[float]:
-    """Seconds per optimizer step of the textbook loop: forward, backward, clip, fused AdamW."""
-    model = load_causal_lm(model_dir).cuda()
-    if compiled:
-        for layer in model.model.layers:
-            layer.compile()                    # in place: parameter names (and checkpoints) unchanged
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-4, betas=(0.9, 0.95), weight_decay=0.1, fused=True)
-    times = []
-    for tokens in batches:
-        start = time.perf_counter()
-        tokens = tokens.cuda()                 # inside the timing, as the learner's batch crosses to its GPU
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
-            logits = model(input_ids=tokens[:, :-1]).logits
-        nll, n = token_nll(logits, tokens[:, 1:])
-        (nll / n).backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    del model, opt
+    times = cpu_bench.plain_loop(model_dir, batches, Precision.bf16 if bf16 else Precision.fp32, 3e-4, "cuda", compiled)
     torch.cuda.empty_cache()
     return times
 
@@ -114,7 +94,7 @@ def main() -> None:
         learner = dataclasses.replace(LearnerConfig(), num_ranks=1, zero_stage=zero, micro_batch=ROWS, grad_accum=1,
                                       precision=Precision.bf16, gpus_per_rank=1, cpus_per_rank=2, threads_per_rank=2,
                                       warmup_steps=0, lr=3e-4, timeout_s=600, compile=compiled)
-        times, _ = learner_group(str(work / "init"), batches, learner)
+        times, _ = cpu_bench.learner_group(str(work / "init"), batches, learner)
         add(f"tether learner (Ray actor, DeepSpeed ZeRO {zero}, 1 rank{', learner.compile' if compiled else ''})",
             "bf16", times)
     if args.compile:

@@ -37,21 +37,28 @@ def matmul_flops(dtype: torch.dtype, n: int = 2048, repeats: int = 10) -> float:
     return 2 * n ** 3 * repeats / (time.perf_counter() - start)
 
 
-def plain_loop(model_dir: str, batches: list[torch.Tensor], precision: Precision, lr: float) -> list[float]:
-    """Seconds per optimizer step of the textbook loop: forward, backward, clip, AdamW."""
-    from trainers.model import load_causal_lm
-    model = load_causal_lm(model_dir)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.1)
+def plain_loop(model_dir: str, batches: list[torch.Tensor], precision: Precision, lr: float, device: str = "cpu",
+               compiled: bool = False) -> list[float]:
+    """Seconds per optimizer step of the textbook loop: forward, backward, clip, AdamW (fused on a GPU); the
+    batch's copy to the device is timed, as the learner's is. compiled: each decoder layer torch.compile'd."""
+    from trainers.model import compile_blocks, load_causal_lm
+    model = load_causal_lm(model_dir).to(device)
+    if compiled:
+        compile_blocks(model)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.1, fused=device == "cuda")
     times = []
     for tokens in batches:
         start = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == Precision.bf16):
+        tokens = tokens.to(device)
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=precision == Precision.bf16):
             logits = model(input_ids=tokens[:, :-1]).logits
         nll, n = token_nll(logits, tokens[:, 1:])
         (nll / n).backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
+        if device == "cuda":
+            torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
     return times
 
