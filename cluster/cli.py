@@ -75,15 +75,16 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "eval":
             return _eval(args)
         return _generate(args)
-    except (ValueError, RuntimeError, FileNotFoundError, ConnectionError, KeyError) as e:
-        print(f"tether: error: {e}", file=sys.stderr)
+    except (ValueError, RuntimeError, OSError, KeyError) as e:
+        print(f"tether: error: {e.args[0] if isinstance(e, KeyError) and e.args else e}", file=sys.stderr)
         return 2
 
 
 def _run(config: str, overrides: list[str]) -> int:
-    from cluster.config import load_job_config
+    from cluster.config import check_paths, load_job_config
     from cluster.pipeline import run_pipeline
     job = load_job_config(config, overrides)
+    check_paths(job)                        # before Ray starts
     paths = run_pipeline(job)
     print(f"run written to {paths.root}")
     return 0
@@ -121,14 +122,17 @@ def _parse_resources(text: str) -> dict[str, float]:
 def _eval(args) -> int:
     from pathlib import Path
 
-    from cluster.config import load_job_config
+    from cluster.config import check_paths, load_job_config
     from cluster.evaluate import evaluate_checkpoint
+    from trainers.model import check_causal_lm_dir
+    check_causal_lm_dir(args.checkpoint)
     overrides = list(args.overrides)
     if args.suite:
         overrides.append(f"eval.suites=[{args.suite}]")
     if args.k:
         overrides.append(f"eval.k=[{args.k}]")
     job = load_job_config(args.config, overrides)
+    check_paths(job)
     evaluate_checkpoint(job, args.checkpoint, Path(args.out or Path(args.checkpoint) / "eval"))
     return 0
 
@@ -142,8 +146,10 @@ def _import_gguf(source: str, out_dir: str) -> int:
 
 
 def _generate(args) -> int:
+    from trainers.model import check_causal_lm_dir
     if (args.prompt is None) == (args.prompts is None):
         raise ValueError("give either one prompt or --prompts FILE.jsonl")
+    check_causal_lm_dir(args.checkpoint)
     if args.prompts:
         return _generate_file(args)
     from rollout.reference_engine import generate
@@ -178,12 +184,10 @@ def _generate_file(args) -> int:
     from trainers.tokenizer import load_tokenizer
     if not args.out:
         raise ValueError("--prompts needs --out FILE.jsonl")
-    rows = [json.loads(line) for line in Path(args.prompts).read_text().splitlines() if line.strip()]
-    if not rows:
-        raise ValueError(f"{args.prompts} holds no prompts")
-    missing = [i for i, r in enumerate(rows) if "prompt" not in r]
+    rows = [row for _, row in read_jsonl(args.prompts, "prompts")]
+    missing = [n for n, r in read_jsonl(args.prompts, "prompts") if not isinstance(r.get("prompt"), str)]
     if missing:
-        raise KeyError(f"{args.prompts}: line {missing[0] + 1} has no 'prompt' field")
+        raise ValueError(f"{args.prompts}:{missing[0]}: no 'prompt' text field")
     tokenizer = load_tokenizer(args.checkpoint)
     texts = [format_prompt(r["prompt"]) if args.chat else r["prompt"] for r in rows]
     sampling = Sampling(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, n=args.n,
@@ -220,28 +224,33 @@ def _verify(args) -> int:
     from cluster.ray_cluster import connect
     from cluster.verifier_pool import VerifierPool
     from verifiers.config import VerifierPoolConfig, VerifierSpec
+    from verifiers.registry import bind
     from verifiers.types import Sample
 
-    def read_jsonl(path: str) -> list[dict]:
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"{path} does not exist")
-        return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
-    problems, answers = read_jsonl(args.data), read_jsonl(args.responses)
+    problems, answers = read_jsonl(args.data, "problems"), read_jsonl(args.responses, "responses")
     if len(problems) != len(answers):
-        raise ValueError(f"{args.data} has {len(problems)} problems but {args.responses} has {len(answers)} lines")
+        raise ValueError(f"{args.data} has {len(problems)} problems but {args.responses} has {len(answers)} "
+                         f"responses: line i of the responses answers problem i")
     samples, texts, owner = [], [], []
-    for i, (row, ans) in enumerate(zip(problems, answers)):
-        sample = Sample.from_row(row, f"{args.data}:{i + 1}")
-        if "responses" in ans:
+    for i, ((data_line, row), (line, ans)) in enumerate(zip(problems, answers)):
+        sample = Sample.from_row(row, f"{args.data}:{data_line}")
+        if isinstance(ans.get("responses"), list) and all(isinstance(r, dict) and isinstance(r.get("text"), str)
+                                                          for r in ans["responses"]):
             found = [r["text"] for r in ans["responses"]]
-        elif "response" in ans:
+        elif isinstance(ans.get("response"), str):
             found = [ans["response"]]
         else:
-            raise KeyError(f"{args.responses}:{i + 1} has neither 'response' nor 'responses'")
+            raise ValueError(f"{args.responses}:{line}: expected {{'response': text}} or "
+                             f"{{'responses': [{{'text': ...}}, ...]}}")
         samples += [sample] * len(found)
         texts += found
         owner += [i] * len(found)
     specs = [VerifierSpec(fn=name) for name in args.verifier]
+    for spec in specs:              # found and bound here, before Ray starts
+        try:
+            bind(spec)
+        except LookupError as e:
+            raise ValueError(f"--verifier {spec.fn}: {e.args[0] if e.args else e}") from None
     connect(ClusterConfig())
     pool = VerifierPool(specs, VerifierPoolConfig(num_workers=args.workers, call_timeout_s=args.timeout,
                                                   cpus_per_worker=min(1.0, (os.cpu_count() or 1) / args.workers)))
@@ -261,6 +270,38 @@ def _verify(args) -> int:
         print(f"{spec.label}: {passed}/{len(applied)} passed, {len(verdicts) - len(applied)} not applicable")
     print(f"errors {pool.stats.errors}, timeouts {pool.stats.timeouts}, lost {pool.stats.lost}; verdicts in {out}")
     return 0
+
+
+def read_jsonl(path: str, what: str) -> list[tuple[int, dict]]:
+    """(line number, row) of each non-blank line of a jsonl file of `what`, or one error naming the file and
+    the line: missing, a folder, unreadable, not UTF-8, not JSON, not an object, or empty."""
+    import json
+    from pathlib import Path
+    file = Path(path)
+    if not file.exists():
+        raise ValueError(f"{path}: no such file")
+    if file.is_dir():
+        raise ValueError(f"{path}: is a folder; a jsonl file of {what} is expected")
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ValueError(f"{path}: cannot read it ({e.strerror})") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not UTF-8 text") from None
+    rows = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}:{number}: not valid JSON ({e.msg}, column {e.colno})") from None
+        if not isinstance(row, dict):
+            raise ValueError(f"{path}:{number}: a JSON object is expected, not {type(row).__name__}")
+        rows.append((number, row))
+    if not rows:
+        raise ValueError(f"{path}: holds no {what}")
+    return rows
 
 
 if __name__ == "__main__":

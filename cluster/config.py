@@ -8,7 +8,8 @@ from enum import Enum
 from pathlib import Path
 from typing import Optional
 
-from omegaconf import OmegaConf
+import yaml
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from evals.config import EvalConfig
@@ -117,12 +118,10 @@ class ConfigError(ValueError):
 def load_job_config(path: str | Path | None, overrides: list[str] = ()) -> JobConfig:
     """YAML recipe + `key=value` overrides -> a validated JobConfig object."""
     schema = OmegaConf.structured(JobConfig)
+    layers = [schema]
+    if path is not None:
+        layers.append(_read_yaml(Path(path)))
     try:
-        layers = [schema]
-        if path is not None:
-            if not Path(path).is_file():
-                raise ConfigError(f"config file {path} does not exist")
-            layers.append(OmegaConf.load(path))
         for item in overrides:
             key = item.split("=", 1)[0]
             if "=" not in item or any(part.isdigit() for part in key.split(".")):
@@ -137,6 +136,57 @@ def load_job_config(path: str | Path | None, overrides: list[str] = ()) -> JobCo
         raise ConfigError(f"sampling.{e}") from None
     validate(job)
     return job
+
+
+def _read_yaml(path: Path):
+    """The recipe's YAML, or a ConfigError naming the file (and the line of a syntax error)."""
+    if not path.exists():
+        raise ConfigError(f"config {path} does not exist")
+    if not path.is_file():
+        raise ConfigError(f"config {path} is not a file")
+    try:
+        loaded = OmegaConf.load(path)
+    except OSError as e:
+        raise ConfigError(f"config {path}: cannot read it ({e.strerror})") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f", line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
+        raise ConfigError(f"config {path}{where}: not valid YAML ({getattr(e, 'problem', None) or e})") from None
+    if not isinstance(loaded, DictConfig):
+        raise ConfigError(f"config {path}: the top level must be a mapping of sections, not a list")
+    return loaded
+
+
+def check_paths(job: JobConfig) -> None:
+    """The local files and folders the job reads exist (a run checks them before Ray starts; `tether plan`
+    does not, since a cluster's paths need not exist where it plans)."""
+    def exists(key: str, path: str | None, folder: bool) -> None:
+        if path is None:
+            return
+        where = Path(path)
+        if not where.exists():
+            raise ConfigError(f"{key}={path}: no such {'folder' if folder else 'file'}")
+        if folder != where.is_dir():
+            raise ConfigError(f"{key}={path}: is {'not ' if folder else ''}a folder; a {'folder' if folder else 'file'}"
+                              f" is expected")
+
+    exists("model.path", job.model.path, True)
+    if job.model.path is not None and not (Path(job.model.path) / "config.json").is_file():
+        raise ConfigError(f"model.path={job.model.path}: not an HF model folder (no config.json)")
+    exists("pretrain.retained", job.pretrain.retained, True)
+    spec = job.rewards.reward_model
+    if spec is not None:
+        exists("rewards.reward_model.path", spec.path, True)
+    for i, source in enumerate(job.corpus.sources):
+        if source.kind.value == "file":
+            exists(f"corpus.sources.{i}.name", source.name, False)
+    for section, source in (("tasks.train", job.tasks.train), ("tasks.held_out", job.tasks.held_out)):
+        if source.kind.value == "file":
+            exists(f"{section}.name", source.name, False)
+    for section, pairs in (("reward_model.pairs", job.reward_model.pairs), ("dpo.pairs", job.dpo.pairs)):
+        for i, source in enumerate(pairs):
+            if source.kind.value == "file":
+                exists(f"{section}.{i}.name", source.name, False)
 
 
 def _explain(e: OmegaConfBaseException) -> str:

@@ -31,6 +31,8 @@ def build_llama(cfg: ModelConfig, tokenizer, seed: int) -> LlamaForCausalLM:
 def check_causal_lm_dir(path: str | Path) -> None:
     """Fail with one clear line unless `path` holds an HF causal language model."""
     path = Path(path)
+    if not path.exists():
+        raise ValueError(f"{path}: no such model folder")
     if not (path / "config.json").is_file():
         raise ValueError(f"{path} is not an HF model directory (no config.json)")
     config = json.loads((path / "config.json").read_text())

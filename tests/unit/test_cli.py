@@ -81,7 +81,7 @@ def test_model_dir_that_is_not_a_causal_lm(tmp_path):
 def test_missing_and_empty_corpus(capsys, tmp_path):
     code, _, err = run_cli(capsys, "run", "configs/tiny.yaml", f"runs_dir={tmp_path}", "stages=[tokenizer]",
                            f"corpus.sources=[{{kind: file, name: {tmp_path}/none.txt}}]")
-    assert code == 2 and "does not exist" in err
+    assert code == 2 and "corpus.sources.0.name" in err and "none.txt: no such file" in err
     (tmp_path / "empty.jsonl").write_text("")
     code, _, err = run_cli(capsys, "run", "configs/tiny.yaml", f"runs_dir={tmp_path}", "stages=[tokenizer]",
                            "name=empty", f"corpus.sources=[{{kind: file, name: {tmp_path}/empty.jsonl}}]")
