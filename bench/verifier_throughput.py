@@ -1,6 +1,6 @@
-"""HumanEval through the code verifier: every canonical solution in the sandbox, one at a time in
-this process (the baseline: time per problem), then through the verifier worker pool with 1 and 2
-workers (problems/s).
+"""HumanEval through the code verifier: every canonical solution in the sandbox (the response's process
+and the tests' process), one at a time in this process (the baseline: time per problem), then through
+the verifier worker pool with 1 and 2 workers (problems/s).
 
     .venv/bin/python bench/verifier_throughput.py [--concurrency 2]
 
@@ -55,8 +55,8 @@ def main() -> None:
         finally:
             pool.shutdown()
     ray.shutdown()
-    lines = [f"All 164 HumanEval canonical solutions through the `code` verifier, each in its own sandboxed "
-             f"process; {cores} cores.", "",
+    lines = [f"All 164 HumanEval canonical solutions through the `code` verifier, each in two sandboxed "
+             f"processes (the response's and the tests'); {cores} cores.", "",
              "| how | passed | seconds | ms per problem | problems/s | vs one at a time |", "|---|---|---|---|---|---|"]
     lines += [f"| {name} | {passed}/164 | {s:.1f} | {1000 * s / 164:.0f} | {164 / s:.1f} | {serial_s / s:.2f}x |"
               for name, passed, s in rows]

@@ -94,6 +94,15 @@ def test_a_plain_value_that_equals_the_expected_one_passes():
     assert code_tests(sample, "def f(x):\n    return [(i, i + 0.5) for i in range(x)]\n").passed
 
 
+def test_tests_that_compare_their_own_objects_keep_working():
+    tests = ("class Point:\n    def __init__(self, x, y):\n        self.x, self.y = x, y\n"
+             "    def __eq__(self, other):\n        return (self.x, self.y) == (other.x, other.y)\n"
+             "assert Point(*midpoint([0, 0], [2, 4])) == Point(1, 2)\n")
+    sample = Sample(prompt="Write midpoint(a, b).", tests=tests)
+    assert code_tests(sample, "def midpoint(a, b):\n    return [(a[0] + b[0]) / 2, (a[1] + b[1]) / 2]\n").passed
+    assert not code_tests(sample, "def midpoint(a, b):\n    return [0, 0]\n").passed
+
+
 def test_the_tests_use_the_prompts_helpers_not_the_responses():
     """HumanEval/38: check() encodes with the prompt's encode_cyclic; a response that redefines both as the
     identity would pass a harness that ran the tests beside it."""
