@@ -175,10 +175,15 @@ def _shared_buffer(numel: int, dtype: torch.dtype, device: torch.device) -> tupl
     if device.type == "cuda":
         return torch.empty(numel, dtype=dtype, device=device), None
     path = os.path.join(SHM_DIR, f"{SHM_PREFIX}{uuid.uuid4().hex}")
+    nbytes, room = numel * dtype.itemsize, os.statvfs(SHM_DIR)
+    if room.f_bavail * room.f_frsize < nbytes:      # a tmpfs write past its size kills the writer (SIGBUS)
+        raise RuntimeError(f"weight sync: {SHM_DIR} has {room.f_bavail * room.f_frsize >> 20} MB free and a bucket "
+                           f"needs {nbytes >> 20} MB; lower rollout.sync_bucket_mb or give {SHM_DIR} more room "
+                           f"(docker run --shm-size)")
     try:
         buffer = torch.from_file(path, shared=True, size=numel, dtype=dtype)
     except RuntimeError as e:
-        raise RuntimeError(f"weight sync: cannot map {numel * dtype.itemsize} bytes in {SHM_DIR} ({e}); "
+        raise RuntimeError(f"weight sync: cannot map {nbytes} bytes in {SHM_DIR} ({e}); "
                            f"lower rollout.sync_bucket_mb or give {SHM_DIR} more room") from None
     return buffer, path
 
