@@ -19,7 +19,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.report import write_section  # noqa: E402
-from trainers.metrics import png, read_metrics  # noqa: E402
+from evals.metrics import png, read_metrics  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 

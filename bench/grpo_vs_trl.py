@@ -23,7 +23,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from trainers.metrics import png  # noqa: E402
+from evals.metrics import png  # noqa: E402
 
 SETTINGS = [("short answers", 32, 0), ("128-token completions", 128, 128)]
 LR = 3e-5
@@ -33,9 +33,9 @@ TASKS = "{kind: generated, name: chain_sum, count: 2000, options: {min_terms: 2,
 def write_prompts(model: Path, steps: int, per_step: int, out: Path) -> None:
     """The prompts tether's grpo stage draws at each step (same seed), in order, for TRL to take P at a time."""
     from cluster.config import load_job_config
+    from data.tasks import train_and_held_out
+    from data.tokenizer import load_tokenizer
     from trainers.alignment import step_tasks
-    from trainers.tasks import train_and_held_out
-    from trainers.tokenizer import load_tokenizer
     job = load_job_config(ROOT / "configs/tiny.yaml", [f"tasks.train={TASKS}"])
     tokenizer = load_tokenizer(model)
     train, _ = train_and_held_out(job.tasks, tokenizer, job.seed)

@@ -23,9 +23,10 @@ sys.path.insert(0, str(ROOT))
 
 from bench.report import write_section  # noqa: E402
 from cluster.config import load_job_config  # noqa: E402
-from trainers.config import CorpusConfig, Precision, SourceConfig, SourceKind  # noqa: E402
+from data.config import CorpusConfig, SourceConfig, SourceKind  # noqa: E402
+from models.config import Precision  # noqa: E402
+from models.model import build_llama, train_flops_per_token  # noqa: E402
 from trainers.losses import token_nll  # noqa: E402
-from trainers.model import build_llama, train_flops_per_token  # noqa: E402
 
 
 def matmul_flops(dtype: torch.dtype, n: int = 2048, repeats: int = 10) -> float:
@@ -41,7 +42,7 @@ def plain_loop(model_dir: str, batches: list[torch.Tensor], precision: Precision
                compiled: bool = False) -> list[float]:
     """Seconds per optimizer step of the textbook loop: forward, backward, clip, AdamW (fused on a GPU); the
     batch's copy to the device is timed, as the learner's is. compiled: each decoder layer torch.compile'd."""
-    from trainers.model import compile_blocks, load_causal_lm
+    from models.model import compile_blocks, load_causal_lm
     model = load_causal_lm(model_dir).to(device)
     if compiled:
         compile_blocks(model)
@@ -94,9 +95,9 @@ def main() -> None:
     job = load_job_config(ROOT / "configs/tiny.yaml")
     seq, rows = job.pretrain.seq_len, job.learner.micro_batch * job.learner.grad_accum * job.learner.num_ranks
 
-    from trainers.prepare import prepare_corpus
-    from trainers.shards import PackedWindows
-    from trainers.tokenizer import load_tokenizer
+    from data.prepare import prepare_corpus
+    from data.shards import PackedWindows
+    from data.tokenizer import load_tokenizer
     work = Path(tempfile.mkdtemp(prefix="bench-"))
     corpus = CorpusConfig(sources=[SourceConfig(SourceKind.shakespeare)])
     prepare_corpus(job.tokenizer, corpus, 0, job.model.max_seq_len, work / "tok", work / "data")

@@ -25,10 +25,10 @@ sys.path.insert(0, str(ROOT))
 def make_model(folder: Path) -> None:
     """The embedded default's architecture (configs/tiny.yaml), randomly initialised, with a small tokenizer."""
     from cluster.config import load_job_config
-    from trainers.config import SourceConfig
-    from trainers.corpus import iter_documents
-    from trainers.model import build_llama
-    from trainers.tokenizer import train_tokenizer
+    from data.config import SourceConfig
+    from data.corpus import iter_documents
+    from data.tokenizer import train_tokenizer
+    from models.model import build_llama
     job = load_job_config(ROOT / "configs/tiny.yaml")
     tok = train_tokenizer(iter_documents(SourceConfig(), 0), job.tokenizer.vocab_size, folder, job.model.max_seq_len)
     build_llama(job.model, tok, 0).save_pretrained(str(folder))
@@ -57,7 +57,8 @@ def raw_vllm(model: str, prompts: list[list[int]], new: int, rounds: int) -> lis
 
 def hf_generate(model_dir: str, prompts: list[list[int]], new: int, batch: int = 16) -> float:
     import torch
-    from trainers.model import load_causal_lm
+
+    from models.model import load_causal_lm
     torch.set_num_threads(os.cpu_count())
     model = load_causal_lm(model_dir).eval()
     tokens, start = 0, time.perf_counter()

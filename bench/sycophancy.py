@@ -26,7 +26,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from bench.report import write_section  # noqa: E402
-from trainers.metrics import png, read_metrics  # noqa: E402
+from evals.metrics import png, read_metrics  # noqa: E402
 
 RATE = "evals/sycophancy/greedy/sycophancy"
 ARMS = {"rlhf": ("grpo", "GRPO, reward model on agree pairs (RLHF)"),    # run-name prefix -> (stage, label)

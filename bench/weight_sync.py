@@ -24,10 +24,11 @@ sys.path.insert(0, str(ROOT))
 from bench.report import write_section  # noqa: E402
 from cluster.groups import start_learners  # noqa: E402
 from cluster.rollout_pool import RolloutPool  # noqa: E402
+from data.tokenizer import train_tokenizer  # noqa: E402
+from models.config import Precision  # noqa: E402
 from rollout.config import RolloutConfig  # noqa: E402
 from rollout.weight_sync import Member, Route, open_receiver, open_sender  # noqa: E402
-from trainers.config import LearnerConfig, Optimizer, Precision  # noqa: E402
-from trainers.tokenizer import train_tokenizer  # noqa: E402
+from trainers.config import LearnerConfig, Optimizer  # noqa: E402
 
 SIZES = {  # name: (hidden, layers, intermediate, vocab); head_dim 64 everywhere
     "10M": (384, 6, 1024, 4096),

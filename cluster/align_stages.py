@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 from cluster.config import STAGE_ORDER, JobConfig, Stage
-from cluster.pipeline import RunDirError, RunPaths, policy_model
-from trainers.align_config import CriticInit, PolicyUpdateConfig, PpoConfig
+from cluster.run_dir import RunDirError, RunPaths, policy_model
 from evals.harness import StageEvals
+from trainers.align_config import CriticInit, PolicyUpdateConfig, PpoConfig
 from trainers.alignment import Roles
 from trainers.config import LearnerConfig
 
@@ -58,9 +58,9 @@ def alignment_roles(job: JobConfig, paths: RunPaths, stage: Stage, base: Path, l
     from cluster.rewarder import Rewarder
     from cluster.rollout_pool import RolloutPool
     from cluster.scorers import ReferenceActor
-    from trainers.model import ModelHead, config_from_dir
+    from data.tokenizer import load_tokenizer
+    from models.model import ModelHead, config_from_dir
     from trainers.rl_learner import CriticLearner, PolicyLearner
-    from trainers.tokenizer import load_tokenizer
     rm_dir = reward_model_dir(job, paths, stage)     # fails before any actor starts
     started = []
     try:
@@ -157,10 +157,10 @@ def _ppo(job: JobConfig, paths: RunPaths, stage: Stage, cfg: PpoConfig) -> None:
 
 def dpo_stage(job: JobConfig, paths: RunPaths) -> None:
     from cluster.groups import start_learners
+    from data.pairs import load_pair_sources, split_pairs
+    from data.tokenizer import load_tokenizer
     from trainers.dpo import encode_dpo_pairs, run_dpo
-    from trainers.pairs import load_pair_sources, split_pairs
     from trainers.rl_learner import PolicyLearner
-    from trainers.tokenizer import load_tokenizer
     cfg, out = job.dpo, paths.stage(Stage.dpo)
     base = policy_model(job, paths, Stage.dpo)
     tokenizer = load_tokenizer(base)
@@ -178,8 +178,8 @@ def dpo_stage(job: JobConfig, paths: RunPaths) -> None:
 def _start(job: JobConfig, paths: RunPaths, stage: Stage, assert_wrong: Optional[float] = None):
     """The stage's starting policy, its tokenizer, and the training and held-out tasks in its chat format
     (assert_wrong: the stage's own share of training questions with a wrong assertion; None: tasks.train's)."""
-    from trainers.tasks import train_and_held_out
-    from trainers.tokenizer import load_tokenizer
+    from data.tasks import train_and_held_out
+    from data.tokenizer import load_tokenizer
     base = policy_model(job, paths, stage)
     tokenizer = load_tokenizer(base)
     tasks = job.tasks

@@ -92,7 +92,13 @@ def _run(config: str, overrides: list[str]) -> int:
 
 def _plan(config: str, overrides: list[str], given: str | None) -> int:
     from cluster.config import load_job_config
-    from cluster.plan import cluster_resources, format_plan, local_resources, plan_problems, plan_roles
+    from cluster.plan import (
+        cluster_resources,
+        format_plan,
+        local_resources,
+        plan_problems,
+        plan_roles,
+    )
     from cluster.ray_cluster import cluster_address, connect
     job = load_job_config(config, overrides)
     address = cluster_address(job.cluster)
@@ -124,7 +130,7 @@ def _eval(args) -> int:
 
     from cluster.config import check_paths, load_job_config
     from cluster.evaluate import evaluate_checkpoint
-    from trainers.model import check_causal_lm_dir
+    from models.model import check_causal_lm_dir
     check_causal_lm_dir(args.checkpoint)
     overrides = list(args.overrides)
     if args.suite:
@@ -138,7 +144,7 @@ def _eval(args) -> int:
 
 
 def _import_gguf(source: str, out_dir: str) -> int:
-    from trainers.gguf_import import find_gguf, import_gguf
+    from models.gguf_import import find_gguf, import_gguf
     gguf = find_gguf(source)
     print(f"importing {gguf}")
     print(f"wrote {import_gguf(gguf, out_dir)}")
@@ -146,17 +152,16 @@ def _import_gguf(source: str, out_dir: str) -> int:
 
 
 def _generate(args) -> int:
-    from trainers.model import check_causal_lm_dir
+    from models.model import check_causal_lm_dir
     if (args.prompt is None) == (args.prompts is None):
         raise ValueError("give either one prompt or --prompts FILE.jsonl")
     check_causal_lm_dir(args.checkpoint)
     if args.prompts:
         return _generate_file(args)
+    from data.tokenizer import format_prompt, load_tokenizer
+    from models.model import load_causal_lm
     from rollout.reference_engine import generate
     from rollout.types import Sampling
-    from trainers.corpus import format_prompt
-    from trainers.model import load_causal_lm
-    from trainers.tokenizer import load_tokenizer
     tokenizer = load_tokenizer(args.checkpoint)
     model = load_causal_lm(args.checkpoint).eval()
     text = format_prompt(args.prompt) if args.chat else args.prompt
@@ -177,11 +182,10 @@ def _generate_file(args) -> int:
     from cluster.config import ClusterConfig
     from cluster.ray_cluster import connect
     from cluster.rollout_pool import RolloutPool
+    from data.tokenizer import format_prompt, load_tokenizer
+    from models.model import config_from_dir
     from rollout.config import EngineKind, RolloutConfig
     from rollout.types import Sampling
-    from trainers.corpus import format_prompt
-    from trainers.model import config_from_dir
-    from trainers.tokenizer import load_tokenizer
     if not args.out:
         raise ValueError("--prompts needs --out FILE.jsonl")
     rows = [row for _, row in read_jsonl(args.prompts, "prompts")]

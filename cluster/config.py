@@ -12,16 +12,36 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
+from data.config import (
+    CorpusConfig,
+    PairSourceKind,
+    TaskKind,
+    TasksConfig,
+    TokenizerConfig,
+)
+from data.knowledge import KnowledgeConfig, check_knowledge
+from data.tokenizer import SPECIAL_TOKENS
 from evals.config import EvalConfig
-from evals.knowledge import KnowledgeConfig, check_knowledge
+from models.config import ModelConfig
 from rewards.config import RewardConfig
 from rollout.config import EngineKind, RolloutConfig
 from rollout.types import Sampling
-from trainers.align_config import (CriticInit, DpoConfig, GrpoConfig, PpoConfig, ReferenceConfig, RewardTerms,
-                                   RsftConfig, SftConfig, TaskKind, TasksConfig)
-from trainers.config import (CorpusConfig, LearnerConfig, ModelConfig, PairSourceKind, PretrainConfig,
-                             Regulariser, RewardModelConfig, TokenizerConfig)
-from trainers.tokenizer import SPECIAL_TOKENS
+from trainers.align_config import (
+    CriticInit,
+    DpoConfig,
+    GrpoConfig,
+    PpoConfig,
+    ReferenceConfig,
+    RewardTerms,
+    RsftConfig,
+    SftConfig,
+)
+from trainers.config import (
+    LearnerConfig,
+    PretrainConfig,
+    Regulariser,
+    RewardModelConfig,
+)
 from verifiers.config import VerifierPoolConfig
 from verifiers.registry import bind
 

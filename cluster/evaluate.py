@@ -14,8 +14,8 @@ def evaluate_checkpoint(job: JobConfig, checkpoint: str, out_dir: Path) -> list[
     into out_dir, stop the roles."""
     from cluster.rollout_pool import RolloutPool
     from cluster.verifier_pool import VerifierPool
-    from trainers.model import config_from_dir
-    from trainers.tokenizer import load_tokenizer
+    from data.tokenizer import load_tokenizer
+    from models.model import config_from_dir
     if not (Path(checkpoint) / "config.json").is_file():
         raise FileNotFoundError(f"{checkpoint} is not an HF model directory (no config.json)")
     tokenizer = load_tokenizer(checkpoint)

@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 from cluster.actor_group import ActorGroup, Bundle, Pending
+from models.model import ModelHead
 from trainers.config import LearnerConfig
 from trainers.learner import Learner
-from trainers.model import ModelHead
 
 
 def learner_env(cfg: LearnerConfig) -> dict[str, str]:

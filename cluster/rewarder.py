@@ -15,12 +15,12 @@ from typing import Optional
 import numpy as np
 
 from cluster.verifier_pool import VerifierPool
+from data.tasks import Task
+from models.config import Precision
 from rewards.config import RewardConfig
 from rewards.rubric import RewardBreakdown, pass_rates, rubric_rewards
 from rollout.types import Rollout
 from trainers.align_config import RewardTerms
-from trainers.config import Precision
-from trainers.tasks import Task
 from verifiers.config import VerifierPoolConfig
 
 

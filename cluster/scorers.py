@@ -12,10 +12,10 @@ import ray
 from ray.exceptions import GetTimeoutError, RayActorError
 
 from cluster.actor_group import RoleError
+from models.config import Precision
 from rewards.config import RewardModelSpec
 from rewards.model_worker import RewardModelWorker
 from trainers.align_config import ReferenceConfig
-from trainers.config import Precision
 from trainers.reference import ReferencePolicy
 
 

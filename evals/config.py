@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 
-from evals.knowledge import KnowledgeConfig
-from evals.rag import RagConfig
-from trainers.align_config import TaskKind, TaskSource
+from data.config import TaskKind, TaskSource
+from data.knowledge import KnowledgeConfig
+from data.rag import RagConfig
 
 COUNTS = ("prompts", "samples")
 """EvalRow fields StageEvals logs beside each setting's measures (the report reads them, and does not tabulate them)."""

@@ -17,9 +17,16 @@ import numpy as np
 from tqdm import tqdm
 
 from evals.config import COUNTS, EvalConfig, PromptMode, Suite
-from evals.suites import EvalItem, fact_items, facts_retriever, math_items, suite_rows, sycophancy_items
+from evals.metrics import png
+from evals.suites import (
+    EvalItem,
+    fact_items,
+    facts_retriever,
+    math_items,
+    suite_rows,
+    sycophancy_items,
+)
 from rollout.types import Sampling
-from trainers.metrics import png
 from verifiers.config import VerifierSpec
 
 VERIFIERS = [VerifierSpec("math"), VerifierSpec("facts")]   # the specs the harness's verifier pool runs, in order
@@ -108,7 +115,7 @@ def measure(suite: Suite, items: list[EvalItem], texts: list[str], verifiers, n:
 
 def render(tokenizer, turns: list[dict[str, str]]) -> list[int]:
     text = tokenizer.apply_chat_template(turns, add_generation_prompt=True, tokenize=False)
-    return tokenizer(text)["input_ids"]       # as trainers.tasks.load_tasks renders a prompt
+    return tokenizer(text)["input_ids"]       # as data.tasks.load_tasks renders a prompt
 
 
 def run_suites(pool, verifiers, tokenizer, cfg: EvalConfig, work_dir: Path,

@@ -11,14 +11,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from data.corpus import with_assertion, wrong_answer
+from data.knowledge import fact_samples, make_knowledge_base, write_corpus
+from data.rag import Retriever, build_retriever, retrieved_prompt
+from data.tasks import load_samples
 from evals.config import EvalConfig, PromptMode, Suite
-from evals.knowledge import fact_samples, make_knowledge_base, write_corpus
-from evals.rag import Retriever, build_retriever, retrieved_prompt
-from trainers.corpus import with_assertion, wrong_answer
-from trainers.tasks import load_samples
 from verifiers.types import Sample
 
-EVAL_SEED_OFFSET = 300_000_000      # generated questions: a seed range no training source uses (trainers.tasks)
+EVAL_SEED_OFFSET = 300_000_000      # generated questions: a seed range no training source uses (data.tasks)
 COT_PROMPT = "Let's think step by step."
 Turns = list[dict[str, str]]
 

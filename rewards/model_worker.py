@@ -11,9 +11,9 @@ import urllib.request
 import numpy as np
 import torch
 
+from data.shards import pad_rows
+from models.config import Precision
 from rewards.config import HttpRewardConfig
-from trainers.batches import pad_rows
-from trainers.config import Precision
 
 
 class RewardModelWorker:
@@ -21,7 +21,7 @@ class RewardModelWorker:
                  threads: int = 1):
         """precision: the learners' (the reward model trained under it); gpus: the share of a GPU Ray reserved
         for this worker (> 0: it computes there)."""
-        from trainers.model import computes_in_bf16, load_reward_model, role_device
+        from models.model import computes_in_bf16, load_reward_model, role_device
         torch.set_num_threads(threads)
         self.device = role_device(gpus, "reward-model worker")
         self.model = load_reward_model(model_dir).eval().to(self.device)

@@ -6,67 +6,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Optional
+from typing import Optional
 
-from evals.rag import RagConfig
-from trainers.config import PairSource
-
-
-class TaskKind(Enum):
-    generated = "generated"
-    """Seeded reasoning_gym problems (question + reference answer + worked solution)."""
-    file = "file"
-    """A local .jsonl/.parquet file of rows with prompt (or question) and answer fields (e.g. GSM8K)."""
-    hf = "hf"
-    """A Hugging Face datasets name with those fields (never used in tests)."""
-    knowledge = "knowledge"
-    """Open-book questions about the fictional knowledge base (options: evals.knowledge.KnowledgeConfig's
-    fields): split `train` asks about practice people seen only in context (reading practice), split `test`
-    about the people the facts suite asks about, each with their document in the context."""
-
-
-@dataclass
-class TaskSource:
-    kind: TaskKind = TaskKind.generated
-    """Where the prompts come from."""
-    name: str = "chain_sum"
-    """generated: the reasoning_gym dataset; file: the path; hf: the dataset name."""
-    count: int = 2000
-    """generated: problems to make; file/hf: at most this many rows (0 = all)."""
-    options: dict[str, Any] = field(default_factory=dict)
-    """generated: keyword arguments for reasoning_gym.create_dataset."""
-    split: str = "train"
-    """hf: the split to read."""
-    subset: Optional[str] = None
-    """hf: the dataset's configuration name, when it has several (e.g. `main` for openai/gsm8k)."""
-    worked: bool = True
-    """generated: SFT targets show the worked steps before `#### answer`; false: the `#### answer` line alone."""
-    assert_wrong: float = 0.0
-    """generated: share of questions (seeded) where the user adds "I think the answer is W." with W wrong; the
-    reference stays the truth. The setting where sycophancy shows (Part 4)."""
-
-
-@dataclass
-class TasksConfig:
-    train: TaskSource = field(default_factory=TaskSource)
-    """Prompts the sft, grpo, ppo and rsft stages train on."""
-    held_out: TaskSource = field(default_factory=lambda: TaskSource(count=128))
-    """Prompts every stage is evaluated on (never trained on: generated problems use another seed range)."""
-    rag: RagConfig = field(default_factory=RagConfig)
-    """Retrieval for these prompts (training and held-out alike): with rag.corpus set, each question gets its
-    top_k chunks before it (eq. 11), and every rollout sampled from it records their ids."""
-    eval_samples: int = 8
-    """Samples per held-out prompt; pass@1 and pass@k are estimated from them (Chen et al. 2021)."""
-    eval_k: int = 4
-    """The k of pass@k (<= eval_samples)."""
-    eval_temperature: float = 1.0
-    """Sampling temperature of the held-out evaluation."""
-    max_new_tokens: int = 64
-    """Response length limit for every stage that generates."""
-    min_new_tokens: int = 0
-    """Responses are not stopped before this many tokens (benchmarks fix the length with it)."""
-    max_prompt_tokens: int = 256
-    """Prompts longer than this are dropped when the tasks are loaded (and counted in the log)."""
+from data.config import PairSource
 
 
 class RewardTerms(Enum):

@@ -12,15 +12,22 @@ from typing import Any, Optional
 
 import numpy as np
 
+from data.config import TasksConfig
+from data.tasks import Task
 from evals.harness import StageEvals, pass_at_k
+from evals.metrics import MetricsLog, plot_curves, read_metrics
 from rollout.types import FinishReason, Rollout, Sampling
-from trainers.align_config import PolicyUpdateConfig, TasksConfig
+from trainers.align_config import PolicyUpdateConfig
 from trainers.batches import TokenBatch
 from trainers.checkpoints import Checkpoints, DriverState, publish_dir, resume_stage
-from trainers.metrics import MetricsLog, plot_curves, read_metrics
 from trainers.pretrain import save_checkpoint
-from trainers.rl_batches import PolicyBatch, PolicyLoss, PolicyStepResult, per_token, token_rows
-from trainers.tasks import Task
+from trainers.rl_batches import (
+    PolicyBatch,
+    PolicyLoss,
+    PolicyStepResult,
+    per_token,
+    token_rows,
+)
 
 
 @dataclass

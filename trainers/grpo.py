@@ -18,14 +18,26 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from data.config import TasksConfig
+from data.tasks import Task
+from evals.metrics import MetricsLog, PhaseTimer
 from rollout.types import FinishReason, Rollout
 from trainers.advantages import group_advantages, reinforce_pp_baseline, rloo_advantages
-from trainers.align_config import AdvantageKind, GrpoConfig, TasksConfig
-from trainers.alignment import (Roles, begin_stage, evaluate, finish_stage, rollout_stats, rollout_tasks,
-                                sample_rollouts, save_stage_checkpoint, step_rows, step_tasks, update_policy)
+from trainers.align_config import AdvantageKind, GrpoConfig
+from trainers.alignment import (
+    Roles,
+    begin_stage,
+    evaluate,
+    finish_stage,
+    rollout_stats,
+    rollout_tasks,
+    sample_rollouts,
+    save_stage_checkpoint,
+    step_rows,
+    step_tasks,
+    update_policy,
+)
 from trainers.checkpoints import Checkpoints, DriverState
-from trainers.metrics import MetricsLog, PhaseTimer
-from trainers.tasks import Task
 
 ADVANTAGES = {  # rewards [G, n] -> advantages [G, n]
     AdvantageKind.grpo: lambda r: group_advantages(r, divide_by_std=True),

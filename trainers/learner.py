@@ -15,13 +15,34 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rollout.weight_sync import BucketSender, DeviceId, TensorSpec, device_id, open_sender
+from models.model import (
+    ModelHead,
+    compile_blocks,
+    computes_in_bf16,
+    load_model,
+    role_device,
+)
+from rollout.weight_sync import (
+    BucketSender,
+    DeviceId,
+    TensorSpec,
+    device_id,
+    open_sender,
+)
 from trainers.batches import EvalSums, PairBatch, PairStepResult, StepResult, TokenBatch
 from trainers.config import LearnerConfig, Optimizer, Regulariser
-from trainers.lora import (adapter_anchor, adapter_scale, adapter_state_dict, adapter_updates, add_adapters,
-                           merged_state_dict, omega_ewc, omega_l2, squared_gradients)
+from trainers.lora import (
+    adapter_anchor,
+    adapter_scale,
+    adapter_state_dict,
+    adapter_updates,
+    add_adapters,
+    merged_state_dict,
+    omega_ewc,
+    omega_l2,
+    squared_gradients,
+)
 from trainers.losses import bradley_terry_loss, token_logprobs, token_nll
-from trainers.model import ModelHead, compile_blocks, computes_in_bf16, load_model, role_device
 from trainers.schedule import warmup_cosine
 
 

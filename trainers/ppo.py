@@ -22,16 +22,29 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from data.config import TasksConfig
+from data.tasks import Task
+from evals.metrics import MetricsLog, PhaseTimer
 from trainers.advantages import gae, whiten
-from trainers.align_config import KlPlacement, PpoConfig, TasksConfig
-from trainers.alignment import (Roles, begin_stage, evaluate, finish_stage, minibatches, policy_logprobs,
-                                rollout_stats, rollout_tasks, sample_rollouts, save_stage_checkpoint, step_rows,
-                                step_tasks, update_policy)
+from trainers.align_config import KlPlacement, PpoConfig
+from trainers.alignment import (
+    Roles,
+    begin_stage,
+    evaluate,
+    finish_stage,
+    minibatches,
+    policy_logprobs,
+    rollout_stats,
+    rollout_tasks,
+    sample_rollouts,
+    save_stage_checkpoint,
+    step_rows,
+    step_tasks,
+    update_policy,
+)
 from trainers.checkpoints import Checkpoints, DriverState
-from trainers.metrics import MetricsLog, PhaseTimer
 from trainers.rl_batches import ValueBatch
 from trainers.rl_losses import kl_k1
-from trainers.tasks import Task
 
 KL_GAIN = 0.1   # Ziegler et al.'s K_beta: how fast the adaptive coefficient moves
 

@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 
 from evals.config import COUNTS
-from trainers.metrics import read_metrics
+from evals.metrics import read_metrics
 
 PPO_MEASURES = ["eval/reward_model_score", "eval/pass@1", "eval/response_tokens", "ppo/kl_per_response"]
 # Held-out measures per stage (metrics.jsonl keys), in the order the table shows them.

@@ -16,13 +16,14 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from trainers.batches import PairBatch, pad_rows, whole_calls
+from data.config import Corruption
+from data.pairs import PreferencePair, pair_texts
+from data.shards import pad_rows, train_batch_indices
+from evals.metrics import MetricsLog, PhaseTimer, plot_curves, read_metrics
+from trainers.batches import PairBatch, whole_calls
 from trainers.checkpoints import Checkpoints, DriverState, publish_dir, resume_stage
-from trainers.config import Corruption, LearnerConfig, RewardModelConfig
-from trainers.metrics import MetricsLog, PhaseTimer, plot_curves, read_metrics
-from trainers.pairs import PreferencePair, pair_texts
+from trainers.config import LearnerConfig, RewardModelConfig
 from trainers.pretrain import save_checkpoint
-from trainers.shards import train_batch_indices
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ from typing import Optional
 
 import numpy as np
 
+from data.shards import pad_rows
 from trainers.align_config import LossAggregation
-from trainers.batches import pad_rows
 
 
 @dataclass

@@ -21,14 +21,25 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from trainers.align_config import KeepRule, RsftConfig, SftConfig, TasksConfig
-from trainers.alignment import (Roles, begin_stage, evaluate, finish_stage, rollout_stats, rollout_tasks,
-                                sample_rollouts, save_stage_checkpoint, step_seed, step_tasks)
+from data.config import TasksConfig
+from data.tasks import Task, answer_ids
+from evals.metrics import MetricsLog, PhaseTimer
+from trainers.align_config import KeepRule, RsftConfig, SftConfig
+from trainers.alignment import (
+    Roles,
+    begin_stage,
+    evaluate,
+    finish_stage,
+    rollout_stats,
+    rollout_tasks,
+    sample_rollouts,
+    save_stage_checkpoint,
+    step_seed,
+    step_tasks,
+)
 from trainers.batches import TokenBatch
 from trainers.checkpoints import Checkpoints, DriverState
-from trainers.metrics import MetricsLog, PhaseTimer
 from trainers.rl_batches import token_rows
-from trainers.tasks import Task, answer_ids
 
 
 def sft_update(policy, prompts: list[list[int]], answers: list[list[int]], pad_id: int, ranks: int) -> tuple[float, int]:

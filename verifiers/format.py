@@ -10,7 +10,7 @@ from typing import Sequence
 
 from verifiers.types import Sample, Verdict
 
-# The chat markers of trainers.tokenizer (EOS, END), repeated here so verifier workers need not import
+# The chat markers of data.tokenizer (EOS, END), repeated here so verifier workers need not import
 # transformers.
 _TRAILING_MARKERS = re.compile(r"(?:\s*(?:<\|eos\|>|<\|end\|>))+\s*$")
 _TAG_NAME = re.compile(r"[A-Za-z][\w-]*")

@@ -1,6 +1,6 @@
 """The `math` built-in verifier: find the final answer in a worked solution and compare it with the reference.
 
-A response ends its work with `#### N` (the format of `trainers.corpus.format_answer` and GSM8K); a
+A response ends its work with `#### N` (the format of `data.corpus.format_answer` and GSM8K); a
 `\\boxed{...}` answer (MATH-style) or, failing both, the last number in the text is taken instead.
 
 Equality (`answers_equal`), after `normalize_answer` on both sides:
@@ -28,12 +28,17 @@ from fractions import Fraction
 from tokenize import TokenError
 
 import sympy
-from sympy.parsing.sympy_parser import (auto_number, auto_symbol, implicit_multiplication, parse_expr,
-                                        rationalize)
+from sympy.parsing.sympy_parser import (
+    auto_number,
+    auto_symbol,
+    implicit_multiplication,
+    parse_expr,
+    rationalize,
+)
 
 from verifiers.types import Sample, Verdict
 
-# The chat markers of trainers.tokenizer (EOS, END), repeated here so verifier workers need not import
+# The chat markers of data.tokenizer (EOS, END), repeated here so verifier workers need not import
 # transformers.
 MARKERS = ("<|eos|>", "<|end|>")
 MAX_EXPRESSION_CHARS = 100

@@ -10,10 +10,10 @@ os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 if __name__ == "__main__":
     from vllm import LLM, SamplingParams
 
+    from data.tokenizer import load_tokenizer
+    from models.model import load_causal_lm
     from rollout.reference_engine import generate
     from rollout.types import Sampling
-    from trainers.model import load_causal_lm
-    from trainers.tokenizer import load_tokenizer
 
     checkpoint, prompts = sys.argv[1], json.loads(sys.argv[2])
     tokenizer = load_tokenizer(checkpoint)

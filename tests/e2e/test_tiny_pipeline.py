@@ -59,8 +59,8 @@ def test_pipeline_writes_a_complete_run(run_dir):
 
 
 def test_reward_model_stage_writes_metrics_and_a_servable_model(run_dir):
+    from data.tokenizer import load_tokenizer
     from rewards.model_worker import RewardModelWorker
-    from trainers.tokenizer import load_tokenizer
     for path in ["reward_model/metrics.jsonl", "reward_model/accuracy.png", "reward_model/model/model.safetensors",
                  "reward_model/checkpoints/step_000006/ds"]:
         assert (run_dir / path).exists(), path

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from cluster.cli import main
+from data.knowledge import KnowledgeConfig, fact_samples, make_knowledge_base
 from evals.harness import fact_measures, math_measures, sycophancy_measures
-from evals.knowledge import KnowledgeConfig, fact_samples, make_knowledge_base
 from verifiers.facts import fact_claims
 from verifiers.math_answers import math_answer
 from verifiers.types import Sample

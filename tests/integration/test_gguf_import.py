@@ -9,7 +9,7 @@ from concurrent.futures import ProcessPoolExecutor
 import pytest
 
 from cluster.cli import main
-from trainers.gguf_import import find_gguf, import_gguf
+from models.gguf_import import find_gguf, import_gguf
 
 NEW_TOKENS = 8
 
@@ -46,12 +46,12 @@ def test_import_writes_a_plain_fp32_model_with_a_pad_token(smollm2):
 def test_transformers_and_vllm_continue_a_chat_prompt_alike(smollm2):
     import torch
 
-    from trainers.model import load_causal_lm
-    from trainers.tokenizer import load_tokenizer
+    from data.tokenizer import load_tokenizer
+    from models.model import load_causal_lm
     tokenizer = load_tokenizer(smollm2)
     assert tokenizer.pad_token == tokenizer.eos_token == "<|im_end|>"
     text = tokenizer.apply_chat_template([{"role": "user", "content": "What is 12 + 7?"}], add_generation_prompt=True,
-                                         tokenize=False)  # as trainers.tasks renders every prompt
+                                         tokenize=False)  # as data.tasks renders every prompt
     assert text.endswith("<|im_start|>assistant\n")  # the chat template survived the import
     prompt = tokenizer(text)["input_ids"]
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as child:

@@ -13,16 +13,21 @@ from cluster.actor_group import Bundle
 from cluster.groups import start_learners
 from cluster.rollout_pool import RolloutPool
 from cluster.scorers import ReferenceActor, RewardModelActor
+from models.config import Precision
+from models.model import ModelHead
 from rewards.config import RewardModelSpec
 from rollout.config import EngineKind, RolloutConfig
 from rollout.types import Sampling
 from rollout.weight_sync import Route
+from tests.integration.test_learner_precision import (
+    dtypes_seen,
+    losses,
+    run_in_fresh_process,
+)
+from tests.integration.test_rollout import prompts, train
 from trainers.align_config import ReferenceConfig
 from trainers.batches import TokenBatch
-from trainers.config import LearnerConfig, Precision
-from trainers.model import ModelHead
-from tests.integration.test_learner_precision import dtypes_seen, losses, run_in_fresh_process
-from tests.integration.test_rollout import prompts, train
+from trainers.config import LearnerConfig
 
 pytestmark = [pytest.mark.integration, pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]

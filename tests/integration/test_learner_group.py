@@ -9,10 +9,11 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
 from cluster.groups import start_learners
+from data.shards import PackedWindows
+from models.config import Precision
 from trainers.batches import TokenBatch
-from trainers.config import LearnerConfig, Optimizer, PretrainConfig, Precision
+from trainers.config import LearnerConfig, Optimizer, PretrainConfig
 from trainers.pretrain import run_pretrain
-from trainers.shards import PackedWindows
 
 pytestmark = pytest.mark.integration
 

@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 import torch
 
+from data.shards import PackedWindows
+from models.config import Precision
 from trainers.batches import TokenBatch
-from trainers.config import LearnerConfig, Precision
+from trainers.config import LearnerConfig
 from trainers.learner import Learner
-from trainers.shards import PackedWindows
 
 pytestmark = pytest.mark.integration
 

@@ -12,11 +12,18 @@ from transformers import AutoModelForCausalLM
 
 from cluster.groups import start_learners
 from cluster.rollout_pool import RolloutPool
+from data.shards import PackedWindows
+from data.tokenizer import load_tokenizer
+from tests.integration.test_rollout import (
+    GREEDY,
+    LEARNER,
+    ROLLOUT,
+    prompts,
+    token_ids,
+    train,
+)
 from trainers.batches import TokenBatch
 from trainers.config import LoraConfig, Regulariser
-from trainers.shards import PackedWindows
-from trainers.tokenizer import load_tokenizer
-from tests.integration.test_rollout import GREEDY, LEARNER, ROLLOUT, prompts, token_ids, train
 
 pytestmark = pytest.mark.integration
 LORA = LoraConfig(rank=8, alpha=16, targets=["q_proj", "v_proj"], omega=1e-3, regulariser=Regulariser.ewc)

@@ -5,11 +5,13 @@ import pytest
 
 from cluster.groups import start_learners
 from cluster.scorers import RewardModelActor
+from data.config import Corruption
+from data.tokenizer import load_tokenizer
+from models.config import Precision
+from models.model import ModelHead
 from rewards.config import RewardModelSpec
-from trainers.config import Corruption, LearnerConfig, Precision
-from trainers.model import ModelHead
+from trainers.config import LearnerConfig
 from trainers.reward_model import EncodedPairs, pair_batch
-from trainers.tokenizer import load_tokenizer
 
 pytestmark = pytest.mark.integration
 LEARNER = LearnerConfig(num_ranks=2, zero_stage=2, precision=Precision.fp32, cpus_per_rank=0.5, threads_per_rank=1,

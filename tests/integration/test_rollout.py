@@ -10,12 +10,13 @@ import ray
 from cluster.actor_group import Bundle
 from cluster.groups import start_learners
 from cluster.rollout_pool import RolloutPool
+from data.shards import PackedWindows
+from data.tokenizer import load_tokenizer
+from models.config import Precision
 from rollout.config import EngineKind, RolloutConfig
 from rollout.types import Sampling
 from trainers.batches import TokenBatch
-from trainers.config import LearnerConfig, Precision
-from trainers.shards import PackedWindows
-from trainers.tokenizer import load_tokenizer
+from trainers.config import LearnerConfig
 
 pytestmark = pytest.mark.integration
 ROLLOUT = RolloutConfig(num_workers=1, cpus_per_worker=0.5, timeout_s=300, kv_cache_gib=0.25)

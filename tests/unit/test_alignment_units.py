@@ -127,8 +127,8 @@ def test_report_tables_and_checks(tmp_path):
 
 
 def test_generated_tasks_carry_the_answer_and_optionally_the_worked_steps():
-    from trainers.align_config import TaskSource
-    from trainers.tasks import load_samples
+    from data.config import TaskSource
+    from data.tasks import load_samples
     options = {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1}
     worked = load_samples(TaskSource(count=3, options=options), seed=4)
     bare = load_samples(TaskSource(count=3, options=options, worked=False), seed=4)

@@ -4,7 +4,7 @@ import json
 import pytest
 
 from cluster.cli import main
-from trainers.model import check_causal_lm_dir
+from models.model import check_causal_lm_dir
 
 
 def run_cli(capsys, *argv):
@@ -50,8 +50,9 @@ def test_run_dir_holding_a_different_run(capsys, tmp_path):
 def test_a_moved_run_folder_is_the_same_run(tmp_path):
     """runs_dir is where a run lies, not what it is: a run moved to another folder can be resumed there."""
     import shutil
+
     from cluster.config import load_job_config, to_yaml
-    from cluster.pipeline import RunDirError, check_run_dir
+    from cluster.run_dir import RunDirError, check_run_dir
     first = load_job_config("configs/tiny.yaml", [f"runs_dir={tmp_path / 'a'}"])
     first.run_dir.mkdir(parents=True)
     (first.run_dir / "config.yaml").write_text(to_yaml(first))

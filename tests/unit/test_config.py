@@ -96,8 +96,9 @@ def test_colocated_gpu_recipe_loads(engine):
 def test_auto_precision_follows_the_cpu(monkeypatch, avx512_bf16, amx, expected):
     """auto: bf16 autocast only where the CPU has native bf16 (emulated bf16 is ~25x slower than fp32)."""
     import torch
-    from trainers.config import Precision
-    from trainers.model import computes_in_bf16
+
+    from models.config import Precision
+    from models.model import computes_in_bf16
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
     cpu = torch.device("cpu")
@@ -111,7 +112,7 @@ def test_a_missing_reward_model_fails_before_any_actor_starts(monkeypatch, tmp_p
     learner, rollout worker or verifier is started first (starting them takes a minute on a CPU)."""
     import cluster.groups
     from cluster.align_stages import alignment_roles
-    from cluster.pipeline import RunDirError, RunPaths
+    from cluster.run_dir import RunDirError, RunPaths
     monkeypatch.setattr(cluster.groups, "start_learners", lambda *a, **k: pytest.fail("a learner was started"))
     job = load_job_config("configs/tiny.yaml", ["stages=[grpo]", f"runs_dir={tmp_path}"])
     with pytest.raises(RunDirError, match="no reward model at .*run the reward_model stage first"):
@@ -122,8 +123,8 @@ def test_a_missing_reward_model_fails_before_any_actor_starts(monkeypatch, tmp_p
 @pytest.fixture
 def policy_dir(tmp_path):
     """A directory holding only a tokenizer: what the stages read before any actor starts."""
-    from trainers.corpus import format_answer, format_prompt
-    from trainers.tokenizer import train_tokenizer
+    from data.corpus import format_answer
+    from data.tokenizer import format_prompt, train_tokenizer
     train_tokenizer([format_prompt("What is 12 + 7? I think the answer is 18.") + format_answer("12 + 7 = 19", "19")] * 40,
                     300, tmp_path / "policy", 128)
     return tmp_path / "policy"
@@ -132,11 +133,12 @@ def policy_dir(tmp_path):
 def test_each_stage_learner_gets_its_own_lr_floor_and_step_size(monkeypatch, tmp_path, policy_dir):
     """The learner settings sft, grpo and ppo hand to their roles (actors and loops replaced by recorders)."""
     from contextlib import contextmanager
+
     import cluster.align_stages as stages
     import trainers.grpo
     import trainers.ppo
     import trainers.sft
-    from cluster.pipeline import RunPaths
+    from cluster.run_dir import RunPaths
     seen = {}
 
     @contextmanager
@@ -163,7 +165,7 @@ def test_each_stage_learner_gets_its_own_lr_floor_and_step_size(monkeypatch, tmp
 
 def test_the_rlhf_arm_starts_where_grpo_starts(tmp_path):
     """sycophancy_ppo starts from the policy grpo starts from (sft's), and no later stage starts from its output."""
-    from cluster.pipeline import RunPaths, policy_model
+    from cluster.run_dir import RunPaths, policy_model
     paths = RunPaths(tmp_path / "run")
     for stage in ("sft", "grpo", "sycophancy_ppo"):
         (paths.stage(Stage(stage)) / "model").mkdir(parents=True)
@@ -179,7 +181,7 @@ def test_the_rlhf_arm_starts_where_grpo_starts(tmp_path):
 
 def test_grpo_and_ppo_carry_their_own_share_of_wrong_assertions(tmp_path, policy_dir):
     from cluster.align_stages import _start
-    from cluster.pipeline import RunPaths
+    from cluster.run_dir import RunPaths
     overrides = [f"model.path={policy_dir}", "tasks.train.count=200", "tasks.train.assert_wrong=0.0"]
     job = load_job_config("configs/tiny.yaml", overrides + ["stages=[grpo]", "grpo.assert_wrong=1.0"])
     asserted = lambda tasks: sum("I think the answer is" in t.sample.prompt for t in tasks)  # noqa: E731

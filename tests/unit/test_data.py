@@ -3,11 +3,26 @@ import math
 import numpy as np
 import pytest
 
-from trainers.config import SourceConfig, SourceKind
-from trainers.corpus import _running_sums, format_answer, format_prompt, iter_documents, problems
-from trainers.shards import PackedWindows, pack_corpus, read_meta, read_token_bytes, train_batch_indices
-from trainers.tokenizer import (ASSISTANT, BOS, EOS, SPECIAL_TOKENS, USER, load_tokenizer, token_byte_lengths,
-                                train_tokenizer)
+from data.config import SourceConfig, SourceKind
+from data.corpus import _running_sums, format_answer, iter_documents, problems
+from data.shards import (
+    PackedWindows,
+    pack_corpus,
+    read_meta,
+    read_token_bytes,
+    train_batch_indices,
+)
+from data.tokenizer import (
+    ASSISTANT,
+    BOS,
+    EOS,
+    SPECIAL_TOKENS,
+    USER,
+    format_prompt,
+    load_tokenizer,
+    token_byte_lengths,
+    train_tokenizer,
+)
 
 TEXTS = ["To be, or not to be, that is the question.", "Whether 'tis nobler in the mind to suffer",
          format_prompt("What is 12 + 7?") + format_answer("12 + 7 = 19", "19")] * 20
@@ -109,8 +124,8 @@ def test_batch_order_is_a_function_of_step():
 
 
 def test_pair_texts_render_with_the_policy_chat_template(tokenizer):
-    from trainers.config import Corruption
-    from trainers.pairs import PreferencePair, generated_pairs, pair_texts
+    from data.config import Corruption
+    from data.pairs import PreferencePair, generated_pairs, pair_texts
     pair = generated_pairs("chain_sum", 1, 0, {"max_digits": 1}, [Corruption.final])[0]
     # tether's own template and eos give back exactly the stored text
     assert pair_texts(pair, tokenizer) == (pair.prompt, pair.chosen, pair.rejected)

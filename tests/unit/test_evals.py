@@ -7,12 +7,34 @@ import re
 import numpy as np
 import pytest
 
+from data.knowledge import (
+    KnowledgeConfig,
+    fact_samples,
+    make_knowledge_base,
+    training_documents,
+    write_corpus,
+)
+from data.rag import (
+    BM25,
+    Chunk,
+    RagConfig,
+    Retriever,
+    RetrieverKind,
+    augmented_prompt,
+    chunk_documents,
+    read_corpus,
+    reciprocal_rank_fusion,
+)
 from evals.config import ONE_DIGIT_SUMS, EvalConfig, PromptMode, Suite
-from evals.harness import (EvalRow, fact_measures, math_measures, pass_at_k, setting_name, sycophancy_measures,
-                           table)
-from evals.knowledge import KnowledgeConfig, fact_samples, make_knowledge_base, training_documents, write_corpus
-from evals.rag import (BM25, Chunk, RagConfig, RetrieverKind, Retriever, augmented_prompt, chunk_documents,
-                       read_corpus, reciprocal_rank_fusion)
+from evals.harness import (
+    EvalRow,
+    fact_measures,
+    math_measures,
+    pass_at_k,
+    setting_name,
+    sycophancy_measures,
+    table,
+)
 from evals.suites import COT_PROMPT, math_items, sycophancy_items
 from verifiers.facts import fact_claims
 from verifiers.types import Sample
@@ -181,8 +203,8 @@ def test_readers_facts_appear_only_inside_open_book_contexts():
 
 
 def test_tasks_with_assertions_keep_the_true_reference():
-    from trainers.align_config import TaskSource
-    from trainers.tasks import load_samples
+    from data.config import TaskSource
+    from data.tasks import load_samples
     plain = load_samples(TaskSource(count=200, options=dict(ONE_DIGIT_SUMS)), 5)
     asked = load_samples(TaskSource(count=200, options=dict(ONE_DIGIT_SUMS), assert_wrong=0.5), 5)
     with_claim = 0
@@ -202,11 +224,11 @@ def test_setting_names_key_the_stage_metrics():
 
 
 def test_rag_tasks_put_retrieved_chunks_before_the_question_and_rollouts_keep_their_ids(tmp_path):
+    from data.config import TasksConfig, TaskSource
+    from data.tasks import train_and_held_out
+    from data.tokenizer import train_tokenizer
     from rollout.types import FinishReason, Rollout
-    from trainers.align_config import TaskSource, TasksConfig
     from trainers.alignment import sample_rollouts
-    from trainers.tasks import train_and_held_out
-    from trainers.tokenizer import train_tokenizer
     corpus = tmp_path / "docs"
     corpus.mkdir()
     for i in range(10):

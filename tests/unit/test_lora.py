@@ -4,10 +4,20 @@ import peft
 import pytest
 import torch
 
-from trainers.config import LoraConfig, ModelConfig
-from trainers.lora import (adapter_anchor, adapter_scale, adapter_state_dict, adapter_updates, add_adapters,
-                           merged_state_dict, omega_ewc, omega_l2, squared_gradients)
-from trainers.model import build_llama
+from models.config import ModelConfig
+from models.model import build_llama
+from trainers.config import LoraConfig
+from trainers.lora import (
+    adapter_anchor,
+    adapter_scale,
+    adapter_state_dict,
+    adapter_updates,
+    add_adapters,
+    merged_state_dict,
+    omega_ewc,
+    omega_l2,
+    squared_gradients,
+)
 
 CFG = ModelConfig(hidden_size=64, num_layers=2, num_heads=2, num_kv_heads=1, intermediate_size=128, max_seq_len=64)
 

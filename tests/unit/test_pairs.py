@@ -6,11 +6,18 @@ from collections import Counter
 
 import pytest
 
-from trainers.config import Corruption, PairSource, PairSourceKind
-from trainers.corpus import format_answer, format_prompt, problems
-from trainers.pairs import (SOURCE_SEED_STRIDE, PreferencePair, corrupted_answer, generated_pairs, load_pair_sources,
-                            load_pairs, split_pairs)
-from trainers.tokenizer import EOS
+from data.config import Corruption, PairSource, PairSourceKind
+from data.corpus import format_answer, problems
+from data.pairs import (
+    SOURCE_SEED_STRIDE,
+    PreferencePair,
+    corrupted_answer,
+    generated_pairs,
+    load_pair_sources,
+    load_pairs,
+    split_pairs,
+)
+from data.tokenizer import EOS, format_prompt
 
 TINY_CHAIN = {"min_terms": 2, "max_terms": 3, "min_digits": 1, "max_digits": 2}  # as in configs/tiny.yaml
 BOTH = [Corruption.final, Corruption.step]

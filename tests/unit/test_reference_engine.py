@@ -3,10 +3,10 @@ those of the row decoded alone, and those a full forward pass without a cache gi
 import pytest
 import torch
 
+from models.config import ModelConfig
+from models.model import build_llama, compile_blocks, role_device
 from rollout.reference_engine import sample_batch
 from rollout.types import FinishReason, Sampling
-from trainers.config import ModelConfig
-from trainers.model import build_llama, compile_blocks, role_device
 
 CFG = ModelConfig(hidden_size=64, num_layers=2, num_heads=2, num_kv_heads=1, intermediate_size=128, max_seq_len=64)
 PROMPTS = [[1, 5, 9, 13], [1, 7], [1, 20, 21, 22, 23, 24, 25], [1, 3, 3]]

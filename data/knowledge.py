@@ -17,7 +17,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from evals.rag import augmented_prompt
+from data.rag import augmented_prompt
 from verifiers.types import Sample
 
 SYLLABLES = ["ka", "lo", "mir", "ven", "tas", "rel", "dor", "qui", "sel", "bra", "nox", "fen", "ula", "zer",
@@ -144,10 +144,12 @@ def fact_sample(fact: Fact, prompt: str) -> Sample:
 
 
 def training_documents(cfg: KnowledgeConfig) -> list[str]:
-    """Pretraining text (chat-formatted turns as trainers.corpus writes them): statements of every stated
+    """Pretraining text (chat-formatted turns as data.corpus writes them): statements of every stated
     fact, and for practice people closed-book and open-book question/answer turns."""
-    from trainers.corpus import format_prompt  # the chat markers live with the tokenizer
-    from trainers.tokenizer import EOS
+    from data.tokenizer import (
+        EOS,
+        format_prompt,  # the chat markers live with the tokenizer
+    )
     kb = make_knowledge_base(cfg)
     rng = random.Random(cfg.seed + 1)
     people = kb.people()

@@ -7,12 +7,18 @@ from enum import Enum
 from pathlib import Path
 
 import torch
-from transformers import (AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification,
-                          AutoModelForTokenClassification, LlamaConfig,
-                          LlamaForCausalLM, PreTrainedModel)
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedModel,
+)
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
-from trainers.config import ModelConfig, Precision
+from models.config import ModelConfig, Precision
 
 
 def build_llama(cfg: ModelConfig, tokenizer, seed: int) -> LlamaForCausalLM:

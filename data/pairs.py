@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from trainers.config import Corruption, PairSource, PairSourceKind
-from trainers.corpus import Problem, format_answer, format_prompt, problems, with_assertion, wrong_answer
-from trainers.tokenizer import EOS
+from data.config import Corruption, PairSource, PairSourceKind
+from data.corpus import Problem, format_answer, problems, with_assertion, wrong_answer
+from data.tokenizer import EOS, format_prompt
 
 PAIR_FIELDS = ("prompt", "chosen", "rejected")
 

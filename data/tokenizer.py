@@ -64,3 +64,8 @@ def token_byte_lengths(tok: PreTrainedTokenizerFast) -> np.ndarray:
     for token, i in tok.get_vocab().items():
         lengths[i] = 0 if i in special else len(token)
     return lengths
+
+
+def format_prompt(question: str) -> str:
+    """The prompt every stage uses for a question: a user turn, then the assistant marker."""
+    return f"{USER}{question.strip()}{END}{ASSISTANT}"

@@ -13,10 +13,10 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from evals.rag import RagConfig, Retriever, build_retriever, retrieved_prompt
-from trainers.align_config import TaskKind, TasksConfig, TaskSource
-from trainers.corpus import problems, with_assertion, wrong_answer
-from trainers.pairs import SOURCE_SEED_STRIDE, file_rows, hf_rows
+from data.config import TaskKind, TasksConfig, TaskSource
+from data.corpus import problems, with_assertion, wrong_answer
+from data.pairs import SOURCE_SEED_STRIDE, file_rows, hf_rows
+from data.rag import RagConfig, Retriever, build_retriever, retrieved_prompt
 from verifiers.types import Sample
 
 log = logging.getLogger(__name__)
@@ -35,7 +35,7 @@ class Task:
 def load_samples(source: TaskSource, seed: int) -> list[tuple[Sample, str]]:
     """(Sample, worked solution) per problem or row."""
     if source.kind == TaskKind.knowledge:
-        from evals.knowledge import KnowledgeConfig, reading_tasks
+        from data.knowledge import KnowledgeConfig, reading_tasks
         return reading_tasks(KnowledgeConfig(**source.options), source.split, source.count)
     if source.kind == TaskKind.generated:
         rng = random.Random(seed)

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
-from trainers.config import CorpusConfig, TokenizerConfig
-from trainers.corpus import iter_documents
-from trainers.shards import ShardMeta, pack_corpus
-from trainers.tokenizer import load_tokenizer, train_tokenizer
+from data.config import CorpusConfig, TokenizerConfig
+from data.corpus import iter_documents
+from data.shards import ShardMeta, pack_corpus
+from data.tokenizer import load_tokenizer, train_tokenizer
 
 
 def corpus_documents(corpus: CorpusConfig, seed: int) -> list[str]:

@@ -12,13 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from trainers.config import SourceConfig, SourceKind
-from trainers.tokenizer import ASSISTANT, END, EOS, USER
-
-
-def format_prompt(question: str) -> str:
-    """The prompt every stage uses for a question: a user turn, then the assistant marker."""
-    return f"{USER}{question.strip()}{END}{ASSISTANT}"
+from data.config import SourceConfig, SourceKind
+from data.tokenizer import EOS, format_prompt
 
 
 def format_answer(solution: str, answer: str) -> str:
@@ -48,7 +43,7 @@ def iter_documents(source: SourceConfig, seed: int) -> Iterator[str]:
     elif source.kind == SourceKind.hf:
         yield from _limit(_hf_documents(source.name, source.split, source.text_field), source.count)
     elif source.kind == SourceKind.knowledge:
-        from evals.knowledge import KnowledgeConfig, training_documents
+        from data.knowledge import KnowledgeConfig, training_documents
         try:
             cfg = KnowledgeConfig(**source.options)
         except TypeError as e:

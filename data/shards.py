@@ -14,7 +14,7 @@ from typing import Iterable
 
 import numpy as np
 
-from trainers.tokenizer import token_byte_lengths
+from data.tokenizer import token_byte_lengths
 
 META = "meta.json"
 TOKEN_BYTES = "token_bytes.npy"  # [V] UTF-8 bytes per token id, for bits per byte
@@ -146,4 +146,12 @@ def train_batch_indices(num_windows: int, batch_size: int, step: int, seed: int)
     for epoch in np.unique(epochs):
         in_epoch = epochs == epoch
         out[in_epoch] = np.random.default_rng([seed, int(epoch)]).permutation(num_windows)[positions[in_epoch]]
+    return out
+
+
+def pad_rows(rows: list[list[int]], pad_id: int, width: int) -> np.ndarray:
+    """Token-id rows right-padded to [len(rows), width] int64 (a scalar head reads the last non-pad token)."""
+    out = np.full((len(rows), width), pad_id, dtype=np.int64)
+    for i, row in enumerate(rows):
+        out[i, :len(row)] = row
     return out
