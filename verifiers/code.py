@@ -35,7 +35,7 @@ _ENDED = "CandidateError: the candidate's program ended"
 
 _CANDIDATE = '''
 import builtins
-_REQUESTS, _REPLIES = {{first_reads}}, {{first_writes}}
+_REQUESTS, _REPLIES = {reads}, {writes}
 _namespace = {{"__name__": "__candidate__", "__builtins__": builtins}}
 try:
     exec(compile({solution!r}, "solution", "exec"), _namespace)
@@ -67,7 +67,10 @@ _TESTS = '''
 import builtins
 import sys
 import traceback
-_REQUESTS, _REPLIES = {{second_writes}}, {{second_reads}}
+_REQUESTS, _REPLIES = {writes}, {reads}
+
+
+_CONTROL_FLOW = (StopIteration, StopAsyncIteration)
 
 
 class CandidateError(Exception):
@@ -96,7 +99,8 @@ class Candidate:
             raise CandidateError(f"{{self.__name__}} returned {{str(reply['not_plain'])[:200]}}")
         name, text = (str(x)[:200] for x in reply.get("raised", ["?", "?"])[:2])
         kind = getattr(builtins, name, None)
-        if isinstance(kind, type) and issubclass(kind, Exception):
+        # StopIteration would end a map() or filter() the tests iterate, as if the answers had all been checked
+        if isinstance(kind, type) and issubclass(kind, Exception) and not issubclass(kind, _CONTROL_FLOW):
             raise kind(text)
         raise CandidateError(f"{{self.__name__}} raised {{name}}: {{text}}")
 
@@ -106,17 +110,26 @@ def _main():
         names = receive(_REPLIES)["ready"]
     except EOFError:
         raise CandidateError("the candidate's program ended before it was ready") from None
-    namespace = {{"__name__": "__tests__", "__builtins__": builtins}}
+    namespace = {{"__name__": "__main__", "__builtins__": builtins}}
     entry = {entry_point!r}
+    tests = compile({tests!r}, "tests", "exec")
     if entry is None:
-        namespace.update((name, Candidate(str(name))) for name in names)
-        exec(compile({tests!r}, "tests", "exec"), namespace)
+        # the response's functions that the tests call; never a builtin's name (a response's own `all` or `abs`
+        # would otherwise answer for the tests' checks)
+        used, codes = set(), [tests]
+        while codes:
+            code = codes.pop()
+            used.update(code.co_names)
+            codes.extend(c for c in code.co_consts if isinstance(c, type(tests)))
+        namespace.update((name, Candidate(name)) for name in names if type(name) is str and name.isidentifier()
+                         and name in used and not name.startswith("__") and not hasattr(builtins, name))
+        exec(tests, namespace)
         return
     if entry not in names:
         raise CandidateError(f"the response defines no function {{entry}}")
     exec(compile({prompt!r}, "prompt", "exec"), namespace)     # the prompt's helpers, not the response's
     namespace[entry] = Candidate(entry)
-    exec(compile({tests!r}, "tests", "exec"), namespace)
+    exec(tests, namespace)
     namespace["check"](namespace[entry])
 
 
@@ -135,8 +148,15 @@ def code_tests(sample: Sample, response: str, *, wall_s: float = 10.0, cpu_s: in
     """1.0 when the response passes the sample's tests, else 0 with the reason."""
     if sample.tests is None:
         return Verdict.not_applicable("no tests")
-    candidate = _PLAIN_DATA + _CANDIDATE.format(solution=_solution(sample, strip_code_fence(response)))
-    tests = _PLAIN_DATA + _TESTS.format(entry_point=sample.entry_point, prompt=sample.prompt, tests=sample.tests)
+    solution = _solution(sample, strip_code_fence(response))
+
+    def candidate(reads: int, writes: int) -> str:
+        return _PLAIN_DATA + _CANDIDATE.format(reads=reads, writes=writes, solution=solution)
+
+    def tests(reads: int, writes: int) -> str:
+        return _PLAIN_DATA + _TESTS.format(reads=reads, writes=writes, entry_point=sample.entry_point,
+                                           prompt=sample.prompt, tests=sample.tests)
+
     ran, judged = run_pair(candidate, tests, SandboxLimits(wall_s=wall_s, cpu_s=cpu_s, memory_mb=memory_mb))
     if judged.status is SandboxStatus.OK:
         return Verdict(1.0, True, "tests passed")

@@ -1,12 +1,15 @@
 """Plain values across the boundary between a candidate's process and the tests' process.
 
-encode() accepts only builtins of the exact types int, float, complex, str, bytes, bool, None, list, tuple,
-dict, set and frozenset, recursively: an object of the candidate's own class, or a subclass of a builtin
-(which could override ==), raises NotPlain. decode() builds fresh builtins from the text alone, so whatever
-the other side sends, the tests compare plain values. Messages are length-prefixed JSON on pipes.
+encode() accepts the builtins int, float, complex, str, bytes, bool, None, list, tuple, dict, set and frozenset,
+recursively. A subclass of one of them travels as that builtin (a namedtuple as a tuple, an IntEnum as an int,
+a defaultdict, Counter or OrderedDict as a dict; a bytearray as bytes) unless it redefines comparison or
+hashing: that, or an object of any other class, raises NotPlain. decode() builds fresh builtins from the text
+alone, so whatever the other side sends, the tests compare plain values. Messages are length-prefixed JSON
+on pipes.
 
 This module imports only the standard library and runs inside the sandbox as well: code.py embeds its
 source in both programs, so keep it self-contained."""
+import collections
 import json
 import os
 
@@ -14,35 +17,59 @@ MAX_MESSAGE = 8 << 20       # bytes: a larger message ends the exchange (output 
 MAX_DEPTH = 100
 
 
+_PLAIN = (bool, int, float, complex, str, bytes, list, tuple, dict, set, frozenset)
+_COMPARISON = ("__eq__", "__ne__", "__hash__", "__lt__", "__le__", "__gt__", "__ge__")
+_DICTS = (collections.Counter, collections.OrderedDict)    # redefine ==, but compare with a dict as a dict does
+
+
 class NotPlain(TypeError):
     """A value that is not plain data."""
 
 
+def plain_base(kind):
+    """The builtin that values of `kind` travel as, or None (not a builtin's subclass, or one that redefines
+    comparison or hashing)."""
+    mro = kind.__mro__
+    base = next((c for c in mro if c in _PLAIN), None)
+    if base is None:
+        return None
+    for cls in mro[:mro.index(base)]:
+        if cls not in _DICTS and any(name in cls.__dict__ for name in _COMPARISON):
+            return None
+    return base
+
+
 def encode(value, depth=0):
-    """value -> a JSON-able tree of tagged nodes; raises NotPlain."""
+    """value -> a JSON-able tree of tagged nodes; raises NotPlain. A subclass is read through its builtin's own
+    methods, never its overrides."""
     if depth > MAX_DEPTH:
         raise NotPlain(f"nested deeper than {MAX_DEPTH}")
-    kind = type(value)
     if value is None:
         return ["n"]
-    if kind is bool:
-        return ["t", value]
-    if kind is int:
-        return ["i", format(value, "x")]                 # hex: no digit limit, exact
-    if kind is float:
-        return ["f", value.hex()]
-    if kind is complex:
-        return ["c", value.real.hex(), value.imag.hex()]
-    if kind is str:
-        return ["s", value]
-    if kind is bytes:
-        return ["b", value.hex()]
-    if kind is list or kind is tuple or kind is set or kind is frozenset:
-        tag = {list: "l", tuple: "u", set: "e", frozenset: "z"}[kind]
-        return [tag, [encode(v, depth + 1) for v in value]]
-    if kind is dict:
-        return ["d", [[encode(k, depth + 1), encode(v, depth + 1)] for k, v in value.items()]]
-    raise NotPlain(f"a {kind.__module__}.{kind.__qualname__}, not plain data")
+    kind = type(value)
+    if kind is bytearray:
+        return ["b", bytes(value).hex()]
+    base = kind if kind in _PLAIN else plain_base(kind)
+    if base is None:
+        redefines = kind.__mro__[0] if any(c in _PLAIN for c in kind.__mro__) else None
+        raise NotPlain(f"a {kind.__module__}.{kind.__qualname__}, not plain data"
+                       + (" (it redefines comparison)" if redefines else ""))
+    if base is bool:
+        return ["t", value is True]
+    if base is int:
+        return ["i", format(int.__index__(value), "x")]          # hex: no digit limit, exact
+    if base is float:
+        return ["f", float.__float__(value).hex()]
+    if base is complex:
+        return ["c", complex.real.__get__(value).hex(), complex.imag.__get__(value).hex()]
+    if base is str:
+        return ["s", str.__str__(value)]
+    if base is bytes:
+        return ["b", bytes.__getitem__(value, slice(None)).hex()]
+    if base is dict:
+        return ["d", [[encode(k, depth + 1), encode(v, depth + 1)] for k, v in dict.items(value)]]
+    tag = {list: "l", tuple: "u", set: "e", frozenset: "z"}[base]
+    return [tag, [encode(v, depth + 1) for v in base.__iter__(value)]]
 
 
 def decode(node, depth=0):

@@ -106,23 +106,17 @@ def run_python(code: str, limits: SandboxLimits = SandboxLimits()) -> SandboxRes
     return _collect(child, limits, limits.wall_s)
 
 
-def run_pair(first: str, second: str, limits: SandboxLimits = SandboxLimits()) -> tuple[SandboxResult, SandboxResult]:
+def run_pair(first: Callable[[int, int], str], second: Callable[[int, int], str],
+             limits: SandboxLimits = SandboxLimits()) -> tuple[SandboxResult, SandboxResult]:
     """Two programs, each contained as run_python's (its own run directory, uid and limits), joined by two
-    pipes whose fd numbers replace the placeholders `{first_reads}`/`{first_writes}` in `first` and
-    `{second_reads}`/`{second_writes}` in `second`, each side reading what the other writes. The second
-    program decides: the pair ends when it exits or at the wall-clock limit, and the first is killed then."""
+    pipes: each is written by its function of (fd it reads, fd it writes), and reads what the other writes.
+    The second program decides: the pair ends when it exits or at the wall-clock limit, and the first is
+    killed then."""
     to_first, to_second = os.pipe(), os.pipe()           # (read end, write end)
-    fds = {"first_reads": to_first[0], "first_writes": to_second[1],
-           "second_reads": to_second[0], "second_writes": to_first[1]}
-    def fill(program: str) -> str:
-        for name, fd in fds.items():
-            program = program.replace("{" + name + "}", str(fd))
-        return program
-
     try:
-        one = _start(fill(first), limits, (to_first[0], to_second[1]))
+        one = _start(first(to_first[0], to_second[1]), limits, (to_first[0], to_second[1]))
         try:
-            two = _start(fill(second), limits, (to_second[0], to_first[1]))
+            two = _start(second(to_second[0], to_first[1]), limits, (to_second[0], to_first[1]))
         except BaseException:
             _collect(one, limits, 0)
             raise

@@ -82,6 +82,34 @@ def test_attack_does_not_pass_tests_as_code(attack):
     assert not code_tests(AS_CODE, ATTACKS[attack]).passed
 
 
+@pytest.mark.parametrize("tests, response", [
+    # a response's own builtin names never answer for the tests' checks
+    ("assert set(f(3)) == set([1, 2, 3])\n", "def set(*a):\n    return 1\ndef f(n):\n    return [0]\n"),
+    ("assert abs(f(2) - 1.5) < 1e-9\n", "abs = lambda x: 0\ndef f(n):\n    return 0\n"),
+    ("assert all([f(1) == 2, f(2) == 4])\n", "def all(x):\n    return True\ndef f(n):\n    return 0\n"),
+    # a StopIteration from the response would end the map() before any answer is checked
+    ("assert all(map(lambda x: f(x) == 2 * x, [1, 2, 3]))\n", "def f(x):\n    raise StopIteration\n"),
+    # tests kept under a main guard still run
+    ("if __name__ == '__main__':\n    assert f(2) == 4\n", "def f(x):\n    return 0\n"),
+])
+def test_tests_as_code_cannot_be_sidestepped(tests, response):
+    verdict = code_tests(Sample(prompt="Write f.", tests=tests), response)
+    assert not verdict.passed, verdict.reason
+
+
+def test_the_protocols_placeholders_in_a_response_are_left_alone():
+    response = "def add(a, b):\n    s = '{first_reads}{reads}{writes}'\n    return a + b + len(s) - 28\n"
+    assert code_tests(ADD, response).passed
+
+
+@pytest.mark.parametrize("body", ["return collections.Counter('aab')", "return collections.OrderedDict(a=2, b=1)",
+                                  "return collections.defaultdict(int, {'a': 2, 'b': 1})"])
+def test_builtin_subclasses_that_keep_equality_travel_as_builtins(body):
+    sample = Sample(prompt='def count(s):\n    """Counts."""\n', entry_point="count",
+                    tests="def check(c):\n    assert c('aab') == {'a': 2, 'b': 1}\n")
+    assert code_tests(sample, f"import collections\ndef count(s):\n    {body}\n").passed
+
+
 def test_the_honest_answer_still_passes_both_formats():
     assert code_tests(ADD, "def add(a, b):\n    return a + b\n").passed
     assert code_tests(AS_CODE, "def add(a, b):\n    return a + b\n").passed
