@@ -8,6 +8,13 @@ import re
 import sys
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tether", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -25,10 +32,10 @@ def main(argv: list[str] | None = None) -> int:
     gen.add_argument("prompt", nargs="?", help="one prompt (uses the reference engine in this process)")
     gen.add_argument("--prompts", help="jsonl file with a 'prompt' field per line (uses the rollout workers)")
     gen.add_argument("--out", help="with --prompts: where to write the jsonl of responses")
-    gen.add_argument("--n", type=int, default=1, help="samples per prompt")
+    gen.add_argument("--n", type=_positive, default=1, help="samples per prompt")
     gen.add_argument("--engine", choices=["vllm", "reference"], default="vllm")
-    gen.add_argument("--workers", type=int, default=1, help="rollout workers")
-    gen.add_argument("--batch", type=int, default=32, help="prompts per call to the workers")
+    gen.add_argument("--workers", type=_positive, default=1, help="rollout workers")
+    gen.add_argument("--batch", type=_positive, default=32, help="prompts per call to the workers")
     gen.add_argument("--temperature", type=float, default=0.8, help="<= 0 means greedy")
     gen.add_argument("--top-k", type=int, default=40)
     gen.add_argument("--top-p", type=float, default=1.0)
@@ -42,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     ver.add_argument("--verifier", action="append", required=True,
                      help="math, code, format, an entry-point name, or module:function (repeatable)")
     ver.add_argument("--out", help="jsonl of verdicts per response (default: <responses>.verdicts.jsonl)")
-    ver.add_argument("--workers", type=int, default=1, help="verifier workers")
+    ver.add_argument("--workers", type=_positive, default=1, help="verifier workers")
     ver.add_argument("--timeout", type=float, default=30.0, help="seconds per verifier call")
     ev = sub.add_parser("eval", help="run evaluation suites (pass@k, hallucination with and without RAG, "
                                      "sycophancy, ICL/CoT modes) on an HF checkpoint through Ray roles")
@@ -300,6 +307,8 @@ def read_jsonl(path: str, what: str) -> list[tuple[int, dict]]:
             row = json.loads(line)
         except json.JSONDecodeError as e:
             raise ValueError(f"{path}:{number}: not valid JSON ({e.msg}, column {e.colno})") from None
+        except (ValueError, RecursionError) as e:   # an integer past Python's digit limit, nesting too deep
+            raise ValueError(f"{path}:{number}: not readable JSON ({type(e).__name__})") from None
         if not isinstance(row, dict):
             raise ValueError(f"{path}:{number}: a JSON object is expected, not {type(row).__name__}")
         rows.append((number, row))

@@ -166,12 +166,16 @@ def _read_yaml(path: Path):
         raise ConfigError(f"config {path} is not a file")
     try:
         loaded = OmegaConf.load(path)
-    except OSError as e:
-        raise ConfigError(f"config {path}: cannot read it ({e.strerror})") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f", line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
         raise ConfigError(f"config {path}{where}: not valid YAML ({getattr(e, 'problem', None) or e})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config {path}: not UTF-8 text") from None
+    except OSError as e:            # OmegaConf raises one for a YAML scalar, without an errno
+        raise ConfigError(f"config {path}: cannot read it ({e.strerror or e})") from None
+    except OmegaConfBaseException as e:
+        raise ConfigError(f"config {path}: {str(e).splitlines()[0]}") from None
     if not isinstance(loaded, DictConfig):
         raise ConfigError(f"config {path}: the top level must be a mapping of sections, not a list")
     return loaded
@@ -261,6 +265,10 @@ def validate(job: JobConfig) -> None:
     need(ro.dtype in ("float32", "bfloat16"), f"rollout.dtype={ro.dtype}: allowed float32, bfloat16")
     need(ro.tensor_parallel_size == 1 or ro.gpus_per_worker >= ro.tensor_parallel_size,
          f"rollout.tensor_parallel_size={ro.tensor_parallel_size} needs rollout.gpus_per_worker >= it")
+    syncing = [s.value for s in job.stages if s in ROLLOUT_STAGES]
+    need(ro.tensor_parallel_size == 1 or not syncing,
+         f"rollout.tensor_parallel_size={ro.tensor_parallel_size}: weight sync into a tensor-parallel engine is not "
+         f"supported (each of its ranks would need its own place in the sync); stages {', '.join(syncing)} sync")
     need(ro.kv_cache_gib > 0 and ro.timeout_s > 0 and ro.sync_bucket_mb > 0 and ro.reference_batch_size > 0,
          "rollout.kv_cache_gib, timeout_s, sync_bucket_mb, reference_batch_size: must be > 0")
     if ro.colocate:

@@ -41,7 +41,12 @@ def check_causal_lm_dir(path: str | Path) -> None:
         raise ValueError(f"{path}: no such model folder")
     if not (path / "config.json").is_file():
         raise ValueError(f"{path} is not an HF model directory (no config.json)")
-    config = json.loads((path / "config.json").read_text())
+    try:
+        config = json.loads((path / "config.json").read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise ValueError(f"{path / 'config.json'}: not readable JSON ({e})") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{path / 'config.json'}: a JSON object is expected")
     model_type, architectures = config.get("model_type"), config.get("architectures") or []
     if architectures and not any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in architectures):
         raise ValueError(f"{path} holds a {'/'.join(architectures)}, not a causal LM")

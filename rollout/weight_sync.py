@@ -208,9 +208,12 @@ def import_buffer(meta: dict) -> torch.Tensor:
     dtype = getattr(torch, meta["dtype"].removeprefix("torch."))
     if meta["kind"] == "cpu":
         path = os.path.realpath(meta["path"])
-        if os.path.dirname(path) != SHM_DIR or not os.path.basename(path).startswith(SHM_PREFIX):
+        if os.path.dirname(path) != os.path.realpath(SHM_DIR) or not os.path.basename(path).startswith(SHM_PREFIX):
             raise ValueError(f"weight sync: refusing to map {meta['path']}, which is not a sync buffer")
-        return torch.from_file(path, shared=True, size=meta["numel"], dtype=dtype)
+        nbytes = meta["numel"] * dtype.itemsize
+        if not os.path.isfile(path) or os.path.getsize(path) != nbytes:     # never create or grow one
+            raise ValueError(f"weight sync: {path} is not a buffer of {nbytes} bytes")
+        return torch.from_file(path, shared=False, size=meta["numel"], dtype=dtype)
     from torch.multiprocessing.reductions import rebuild_cuda_tensor
     local = [i for i in range(torch.cuda.device_count()) if gpu_uuid(i) == meta["gpu"]]
     if not local:
@@ -276,6 +279,27 @@ class BucketSender:
             self._retire()
         if self.link.device.type == "cuda" and self.link.shared_receivers:
             torch.cuda.ipc_collect()       # free the blocks whose IPC references are all released
+
+    def abort(self) -> None:
+        """After an error: drop what is in flight, its shared-memory files and store keys included."""
+        while self.in_flight:
+            key, _, path, _ = self.in_flight.popleft()
+            if path is not None and os.path.exists(path):
+                os.unlink(path)
+            if self.link.shared_receivers:
+                for k in [key, *(f"{key}/ack{i}" for i in range(self.link.shared_receivers))]:
+                    if self.link.store.check([k]):
+                        self.link.store.delete_key(k)
+
+    def __enter__(self) -> "BucketSender":
+        return self
+
+    def __exit__(self, kind, error, trace) -> None:
+        """Without an error, finish (wait for every bucket's receivers); with one, abort."""
+        if kind is None:
+            self.finish()
+        else:
+            self.abort()
 
 
 def receive_buckets(link: SyncLink, buckets: list[list[TensorSpec]], version: int) -> Iterator[tuple[str, torch.Tensor]]:

@@ -5,6 +5,7 @@ tested without Ray. Every rank holds a shard (ZeRO 1-3) or a replica (ZeRO 0) of
 calls marked "collective" must be made on every rank at once."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -306,14 +307,13 @@ class Learner:
         import deepspeed
         params = self._sync_tensors()
         sender = BucketSender(self.sync_link, version) if self.rank == 0 else None
-        for bucket in buckets:
-            tensors = [params[spec.name] for spec in bucket]
-            distinct = list({id(t): t for t in tensors}.values())
-            with deepspeed.zero.GatheredParameters(distinct, enabled=self.cfg.zero_stage == 3):
-                if sender is not None:
-                    sender.send([t.data for t in tensors])
-        if sender is not None:
-            sender.finish()
+        with sender if sender is not None else contextlib.nullcontext():   # on an error: no buffer or key left
+            for bucket in buckets:
+                tensors = [params[spec.name] for spec in bucket]
+                distinct = list({id(t): t for t in tensors}.values())
+                with deepspeed.zero.GatheredParameters(distinct, enabled=self.cfg.zero_stage == 3):
+                    if sender is not None:
+                        sender.send([t.data for t in tensors])
 
     def full_state_dict(self) -> dict[str, torch.Tensor] | None:
         """Collective: the full fp32 weights (gathered from the ZeRO-3 shards) on rank 0; None elsewhere."""

@@ -48,8 +48,9 @@ def _import(target: str, name: str) -> Verifier:
     module_name, _, attr = target.partition(":")
     try:
         module = importlib.import_module(module_name)
-    except ImportError as e:
-        raise VerifierNotFound(f"verifier '{name}': cannot import module '{module_name}': {e}") from None
+    except Exception as e:      # a missing module, or one that fails as it loads (a syntax error, a raise)
+        raise VerifierNotFound(f"verifier '{name}': cannot import module '{module_name}': "
+                               f"{type(e).__name__}: {e}") from None
     fn = getattr(module, attr, None)
     if not callable(fn):
         raise VerifierNotFound(f"verifier '{name}': module '{module_name}' has no function '{attr}'")

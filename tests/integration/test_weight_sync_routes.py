@@ -87,3 +87,17 @@ def test_a_version_never_sent_times_out_with_its_name():
     with pytest.raises(TimeoutError, match=r"bucket 0 of version 7 did not arrive within 1s"):
         next(receive_buckets(receiver, BUCKETS, 7))
     del sender
+
+
+def test_an_aborted_sync_leaves_no_buffer_or_key():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    link = open_sender("127.0.0.1", port, wire_world=1, shared_receivers=1, timeout_s=1, device=CPU)
+    w = weights(1)
+    with pytest.raises(RuntimeError, match="a receiver died"):
+        with BucketSender(link, 1) as sender:
+            sender.send([w[s.name] for s in BUCKETS[0]])
+            assert glob.glob(f"{SHM_DIR}/{SHM_PREFIX}*") and link.store.check(["v1/bucket0"])
+            raise RuntimeError("a receiver died")
+    assert not glob.glob(f"{SHM_DIR}/{SHM_PREFIX}*") and not link.store.check(["v1/bucket0"])

@@ -156,3 +156,40 @@ def test_import_gguf_of_a_missing_file(capsys, tmp_path):
 def test_plan_with_bad_resources(capsys):
     assert "--resources: 'CPU' is not NAME=NUMBER" in one_error_line(capsys, "plan", "configs/tiny.yaml",
                                                                       "--resources", "CPU")
+
+
+@pytest.mark.parametrize("content, expected", [("just a string\n", "unknown config key 'just a string'"),
+                                               (b"\xff\xfename: x\n", "not UTF-8"), ("x: !!set {a, b}\n", "c.yaml")])
+def test_configs_that_are_not_mappings_of_text(capsys, tmp_path, content, expected):
+    path = tmp_path / "c.yaml"
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    assert expected in one_error_line(capsys, "run", str(path))
+
+
+@pytest.mark.parametrize("config_json, expected", [("[]", "a JSON object is expected"), ("{not json", "not readable JSON")])
+def test_a_checkpoint_with_a_broken_config_json(capsys, tmp_path, config_json, expected):
+    (tmp_path / "config.json").write_text(config_json)
+    err = one_error_line(capsys, "generate", str(tmp_path), "hi")
+    assert "config.json" in err and expected in err
+
+
+def test_a_verifier_module_that_fails_to_import(capsys, tmp_path, monkeypatch):
+    (tmp_path / "brokenmod.py").write_text("def f(:\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    data = jsonl(tmp_path / "data.jsonl", [GOOD_PROBLEM])
+    responses = jsonl(tmp_path / "r.jsonl", [{"response": "5"}])
+    err = one_error_line(capsys, "verify", "--data", data, "--responses", responses, "--verifier", "brokenmod:f")
+    assert "brokenmod" in err and "SyntaxError" in err
+
+
+def test_zero_workers_is_refused(capsys, tmp_path):
+    with pytest.raises(SystemExit) as exit_:
+        main(["verify", "--data", "x", "--responses", "y", "--verifier", "math", "--workers", "0"])
+    assert exit_.value.code == 2 and "must be >= 1" in capsys.readouterr().err
+
+
+def test_json_past_the_digit_limit_names_the_line(capsys, tmp_path):
+    data = jsonl(tmp_path / "data.jsonl", [GOOD_PROBLEM, '{"prompt": "x", "answer": ' + "9" * 5000 + "}"])
+    responses = jsonl(tmp_path / "r.jsonl", [{"response": "5"}] * 2)
+    err = one_error_line(capsys, "verify", "--data", data, "--responses", responses, "--verifier", "math")
+    assert f"{data}:2: not readable JSON" in err

@@ -46,6 +46,8 @@ def test_wrong_type_and_enum():
     ("learner.warmup_steps=400", "warmup_steps"),
     ("rollout.colocate=true", "needs GPUs"),
     ("rollout.reference_batch_size=0", "reference_batch_size: must be > 0"),
+    (("stages=[tokenizer,pretrain,sft]", "rollout.tensor_parallel_size=2", "rollout.gpus_per_worker=2"),
+     "weight sync into a tensor-parallel engine"),
     (("learner.compile=true", "learner.zero_stage=3"), "learner.compile: needs learner.zero_stage 0, 1 or 2"),
     ("rewards.verifiers=[{fn: nope}]", "rewards.verifiers.0: verifier 'nope': not a built-in"),
     ("rewards.verifiers=[{fn: format, options: {colour: red}}]", "do not fit"),
