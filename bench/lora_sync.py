@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.report import write_section  # noqa: E402
 from bench.weight_sync import LEARNER, ROLLOUT, save_model, timed_syncs  # noqa: E402
-from models.model import config_from_dir  # noqa: E402
+from modeling.model import config_from_dir  # noqa: E402
 from trainers.config import LoraConfig  # noqa: E402
 
 LORA = LoraConfig(rank=16, alpha=32, targets=["q_proj", "v_proj"])

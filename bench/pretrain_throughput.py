@@ -24,8 +24,8 @@ sys.path.insert(0, str(ROOT))
 from bench.report import write_section  # noqa: E402
 from cluster.config import load_job_config  # noqa: E402
 from data.config import CorpusConfig, SourceConfig, SourceKind  # noqa: E402
-from models.config import Precision  # noqa: E402
-from models.model import build_llama, train_flops_per_token  # noqa: E402
+from modeling.config import Precision  # noqa: E402
+from modeling.model import build_llama, train_flops_per_token  # noqa: E402
 from trainers.losses import token_nll  # noqa: E402
 
 
@@ -42,7 +42,7 @@ def plain_loop(model_dir: str, batches: list[torch.Tensor], precision: Precision
                compiled: bool = False) -> list[float]:
     """Seconds per optimizer step of the textbook loop: forward, backward, clip, AdamW (fused on a GPU); the
     batch's copy to the device is timed, as the learner's is. compiled: each decoder layer torch.compile'd."""
-    from models.model import compile_blocks, load_causal_lm
+    from modeling.model import compile_blocks, load_causal_lm
     model = load_causal_lm(model_dir).to(device)
     if compiled:
         compile_blocks(model)

@@ -28,7 +28,7 @@ def make_model(folder: Path) -> None:
     from data.config import SourceConfig
     from data.corpus import iter_documents
     from data.tokenizer import train_tokenizer
-    from models.model import build_llama
+    from modeling.model import build_llama
     job = load_job_config(ROOT / "configs/tiny.yaml")
     tok = train_tokenizer(iter_documents(SourceConfig(), 0), job.tokenizer.vocab_size, folder, job.model.max_seq_len)
     build_llama(job.model, tok, 0).save_pretrained(str(folder))
@@ -58,7 +58,7 @@ def raw_vllm(model: str, prompts: list[list[int]], new: int, rounds: int) -> lis
 def hf_generate(model_dir: str, prompts: list[list[int]], new: int, batch: int = 16) -> float:
     import torch
 
-    from models.model import load_causal_lm
+    from modeling.model import load_causal_lm
     torch.set_num_threads(os.cpu_count())
     model = load_causal_lm(model_dir).eval()
     tokens, start = 0, time.perf_counter()

@@ -25,7 +25,7 @@ from bench.report import write_section  # noqa: E402
 from cluster.groups import start_learners  # noqa: E402
 from cluster.rollout_pool import RolloutPool  # noqa: E402
 from data.tokenizer import train_tokenizer  # noqa: E402
-from models.config import Precision  # noqa: E402
+from modeling.config import Precision  # noqa: E402
 from rollout.config import RolloutConfig  # noqa: E402
 from rollout.weight_sync import Member, Route, open_receiver, open_sender  # noqa: E402
 from trainers.config import LearnerConfig, Optimizer  # noqa: E402

@@ -59,7 +59,7 @@ def alignment_roles(job: JobConfig, paths: RunPaths, stage: Stage, base: Path, l
     from cluster.rollout_pool import RolloutPool
     from cluster.scorers import ReferenceActor
     from data.tokenizer import load_tokenizer
-    from models.model import ModelHead, config_from_dir
+    from modeling.model import ModelHead, config_from_dir
     from trainers.rl_learner import CriticLearner, PolicyLearner
     rm_dir = reward_model_dir(job, paths, stage)     # fails before any actor starts
     started = []

@@ -137,7 +137,7 @@ def _eval(args) -> int:
 
     from cluster.config import check_paths, load_job_config
     from cluster.evaluate import evaluate_checkpoint
-    from models.model import check_causal_lm_dir
+    from modeling.model import check_causal_lm_dir
     check_causal_lm_dir(args.checkpoint)
     overrides = list(args.overrides)
     if args.suite:
@@ -151,7 +151,7 @@ def _eval(args) -> int:
 
 
 def _import_gguf(source: str, out_dir: str) -> int:
-    from models.gguf_import import find_gguf, import_gguf
+    from modeling.gguf_import import find_gguf, import_gguf
     gguf = find_gguf(source)
     print(f"importing {gguf}")
     print(f"wrote {import_gguf(gguf, out_dir)}")
@@ -159,14 +159,14 @@ def _import_gguf(source: str, out_dir: str) -> int:
 
 
 def _generate(args) -> int:
-    from models.model import check_causal_lm_dir
+    from modeling.model import check_causal_lm_dir
     if (args.prompt is None) == (args.prompts is None):
         raise ValueError("give either one prompt or --prompts FILE.jsonl")
     check_causal_lm_dir(args.checkpoint)
     if args.prompts:
         return _generate_file(args)
     from data.tokenizer import format_prompt, load_tokenizer
-    from models.model import load_causal_lm
+    from modeling.model import load_causal_lm
     from rollout.reference_engine import generate
     from rollout.types import Sampling
     tokenizer = load_tokenizer(args.checkpoint)
@@ -190,7 +190,7 @@ def _generate_file(args) -> int:
     from cluster.ray_cluster import connect
     from cluster.rollout_pool import RolloutPool
     from data.tokenizer import format_prompt, load_tokenizer
-    from models.model import config_from_dir
+    from modeling.model import config_from_dir
     from rollout.config import EngineKind, RolloutConfig
     from rollout.types import Sampling
     if not args.out:

@@ -22,7 +22,7 @@ from data.config import (
 from data.knowledge import KnowledgeConfig, check_knowledge
 from data.tokenizer import SPECIAL_TOKENS
 from evals.config import EvalConfig
-from models.config import ModelConfig
+from modeling.config import ModelConfig
 from rewards.config import RewardConfig
 from rollout.config import EngineKind, RolloutConfig
 from rollout.types import Sampling

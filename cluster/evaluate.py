@@ -15,7 +15,7 @@ def evaluate_checkpoint(job: JobConfig, checkpoint: str, out_dir: Path) -> list[
     from cluster.rollout_pool import RolloutPool
     from cluster.verifier_pool import VerifierPool
     from data.tokenizer import load_tokenizer
-    from models.model import config_from_dir
+    from modeling.model import config_from_dir
     if not (Path(checkpoint) / "config.json").is_file():
         raise FileNotFoundError(f"{checkpoint} is not an HF model directory (no config.json)")
     tokenizer = load_tokenizer(checkpoint)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from cluster.actor_group import ActorGroup, Bundle, Pending
-from models.model import ModelHead
+from modeling.model import ModelHead
 from trainers.config import LearnerConfig
 from trainers.learner import Learner
 

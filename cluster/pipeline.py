@@ -90,7 +90,7 @@ def reward_model_stage(job: JobConfig, paths: RunPaths) -> None:
     from cluster.groups import start_learners
     from data.pairs import load_pair_sources, split_pairs
     from data.tokenizer import load_tokenizer
-    from models.model import ModelHead
+    from modeling.model import ModelHead
     from trainers.reward_model import encode_pairs, run_reward_model
     cfg, out = job.reward_model, paths.stage(Stage.reward_model)
     base = policy_model(job, paths, Stage.reward_model)
@@ -109,7 +109,7 @@ def reward_model_stage(job: JobConfig, paths: RunPaths) -> None:
 def initial_model(job: JobConfig, paths: RunPaths) -> Path:
     """The HF directory the learners load: model.path, or a fresh Llama built once by the driver."""
     from data.tokenizer import load_tokenizer
-    from models.model import build_llama, check_causal_lm_dir, config_from_dir
+    from modeling.model import build_llama, check_causal_lm_dir, config_from_dir
     tokenizer = load_tokenizer(paths.tokenizer)
     if job.model.path:
         check_causal_lm_dir(job.model.path)

@@ -16,7 +16,7 @@ import numpy as np
 
 from cluster.verifier_pool import VerifierPool
 from data.tasks import Task
-from models.config import Precision
+from modeling.config import Precision
 from rewards.config import RewardConfig
 from rewards.rubric import RewardBreakdown, pass_rates, rubric_rewards
 from rollout.types import Rollout

@@ -12,7 +12,7 @@ import ray
 from ray.exceptions import GetTimeoutError, RayActorError
 
 from cluster.actor_group import RoleError
-from models.config import Precision
+from modeling.config import Precision
 from rewards.config import RewardModelSpec
 from rewards.model_worker import RewardModelWorker
 from trainers.align_config import ReferenceConfig

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from data.shards import pad_rows
-from models.config import Precision
+from modeling.config import Precision
 from rewards.config import HttpRewardConfig
 
 
@@ -21,7 +21,7 @@ class RewardModelWorker:
                  threads: int = 1):
         """precision: the learners' (the reward model trained under it); gpus: the share of a GPU Ray reserved
         for this worker (> 0: it computes there)."""
-        from models.model import computes_in_bf16, load_reward_model, role_device
+        from modeling.model import computes_in_bf16, load_reward_model, role_device
         torch.set_num_threads(threads)
         self.device = role_device(gpus, "reward-model worker")
         self.model = load_reward_model(model_dir).eval().to(self.device)

@@ -87,7 +87,7 @@ class ReferenceEngine:
     def __init__(self, model_dir: str, seed: int, device: torch.device = torch.device("cpu"),
                  dtype: str = "float32", batch_size: int = 64):
         from data.tokenizer import load_tokenizer
-        from models.model import load_causal_lm
+        from modeling.model import load_causal_lm
         self.device, self.batch_size = device, batch_size
         self.model = load_causal_lm(model_dir, getattr(torch, dtype)).eval().to(device)
         self.tokenizer = load_tokenizer(model_dir)

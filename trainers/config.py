@@ -10,7 +10,7 @@ from enum import Enum
 from typing import Optional
 
 from data.config import PairSource
-from models.config import Precision
+from modeling.config import Precision
 
 
 class Optimizer(Enum):

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models.model import (
+from modeling.model import (
     ModelHead,
     compile_blocks,
     computes_in_bf16,

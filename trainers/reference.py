@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from models.config import Precision
+from modeling.config import Precision
 from trainers.losses import token_logprobs
 
 
@@ -13,7 +13,7 @@ class ReferencePolicy:
     def __init__(self, model_dir: str, batch_size: int, precision: Precision, gpus: float = 0.0, threads: int = 1):
         """precision: the learners' (auto resolves on this actor's device as on a learner rank's); gpus: the
         share of a GPU Ray reserved for it (> 0: it computes there)."""
-        from models.model import computes_in_bf16, load_causal_lm, role_device
+        from modeling.model import computes_in_bf16, load_causal_lm, role_device
         torch.set_num_threads(threads)
         self.device = role_device(gpus, "reference policy")
         self.model = load_causal_lm(model_dir).eval().to(self.device)        # fp32 weights, as the learners'

@@ -11,7 +11,7 @@ if __name__ == "__main__":
     from vllm import LLM, SamplingParams
 
     from data.tokenizer import load_tokenizer
-    from models.model import load_causal_lm
+    from modeling.model import load_causal_lm
     from rollout.reference_engine import generate
     from rollout.types import Sampling
 

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from data.config import CorpusConfig, SourceConfig, SourceKind, TokenizerConfig
-from models.config import ModelConfig
+from modeling.config import ModelConfig
 
 # head_dim = 64 / 2 = 32: vLLM's CPU attention kernels support head sizes 32, 64, 80, ... but not 16.
 TINY_MODEL = ModelConfig(hidden_size=64, num_layers=2, num_heads=2, num_kv_heads=1, intermediate_size=128,
@@ -24,7 +24,7 @@ def tiny_corpus(tmp_path_factory) -> Path:
     """tokenizer/ and data/ of a small arithmetic + Shakespeare corpus, plus init/ (a fresh tiny Llama)."""
     from data.prepare import prepare_corpus
     from data.tokenizer import load_tokenizer
-    from models.model import build_llama
+    from modeling.model import build_llama
     root = tmp_path_factory.mktemp("tiny")
     corpus = CorpusConfig(sources=[
         SourceConfig(SourceKind.reasoning_gym, "chain_sum", 400, options={"max_digits": 2, "max_terms": 3})],

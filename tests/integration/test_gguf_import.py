@@ -9,7 +9,7 @@ from concurrent.futures import ProcessPoolExecutor
 import pytest
 
 from cluster.cli import main
-from models.gguf_import import find_gguf, import_gguf
+from modeling.gguf_import import find_gguf, import_gguf
 
 NEW_TOKENS = 8
 
@@ -47,7 +47,7 @@ def test_transformers_and_vllm_continue_a_chat_prompt_alike(smollm2):
     import torch
 
     from data.tokenizer import load_tokenizer
-    from models.model import load_causal_lm
+    from modeling.model import load_causal_lm
     tokenizer = load_tokenizer(smollm2)
     assert tokenizer.pad_token == tokenizer.eos_token == "<|im_end|>"
     text = tokenizer.apply_chat_template([{"role": "user", "content": "What is 12 + 7?"}], add_generation_prompt=True,

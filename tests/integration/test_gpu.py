@@ -13,8 +13,8 @@ from cluster.actor_group import Bundle
 from cluster.groups import start_learners
 from cluster.rollout_pool import RolloutPool
 from cluster.scorers import ReferenceActor, RewardModelActor
-from models.config import Precision
-from models.model import ModelHead
+from modeling.config import Precision
+from modeling.model import ModelHead
 from rewards.config import RewardModelSpec
 from rollout.config import EngineKind, RolloutConfig
 from rollout.types import Sampling

@@ -10,7 +10,7 @@ from transformers import AutoModelForCausalLM
 
 from cluster.groups import start_learners
 from data.shards import PackedWindows
-from models.config import Precision
+from modeling.config import Precision
 from trainers.batches import TokenBatch
 from trainers.config import LearnerConfig, Optimizer, PretrainConfig
 from trainers.pretrain import run_pretrain

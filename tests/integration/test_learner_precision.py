@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from data.shards import PackedWindows
-from models.config import Precision
+from modeling.config import Precision
 from trainers.batches import TokenBatch
 from trainers.config import LearnerConfig
 from trainers.learner import Learner

@@ -10,8 +10,8 @@ import pytest
 from cluster.groups import start_learners
 from cluster.scorers import ReferenceActor
 from data.tokenizer import load_tokenizer
-from models.config import Precision
-from models.model import ModelHead
+from modeling.config import Precision
+from modeling.model import ModelHead
 from trainers.align_config import LossAggregation, ReferenceConfig
 from trainers.config import LearnerConfig, Optimizer
 from trainers.rl_batches import (
@@ -58,7 +58,7 @@ def test_policy_step_is_the_hand_loss_and_the_same_on_any_split(ray_cluster, tin
         expected = -(adv * mask).sum() / mask.sum()
     else:
         expected = -np.mean((adv * mask).sum(1) / mask.sum(1))
-    from models.model import load_causal_lm
+    from modeling.model import load_causal_lm
     init = load_causal_lm(tiny_corpus / "init").state_dict()
     weights, losses = [], []
     for cfg in (ONE, TWO):

@@ -7,8 +7,8 @@ from cluster.groups import start_learners
 from cluster.scorers import RewardModelActor
 from data.config import Corruption
 from data.tokenizer import load_tokenizer
-from models.config import Precision
-from models.model import ModelHead
+from modeling.config import Precision
+from modeling.model import ModelHead
 from rewards.config import RewardModelSpec
 from trainers.config import LearnerConfig
 from trainers.reward_model import EncodedPairs, pair_batch

@@ -12,7 +12,7 @@ from cluster.groups import start_learners
 from cluster.rollout_pool import RolloutPool
 from data.shards import PackedWindows
 from data.tokenizer import load_tokenizer
-from models.config import Precision
+from modeling.config import Precision
 from rollout.config import EngineKind, RolloutConfig
 from rollout.types import Sampling
 from trainers.batches import TokenBatch

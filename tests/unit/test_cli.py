@@ -4,7 +4,7 @@ import json
 import pytest
 
 from cluster.cli import main
-from models.model import check_causal_lm_dir
+from modeling.model import check_causal_lm_dir
 
 
 def run_cli(capsys, *argv):

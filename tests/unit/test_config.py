@@ -99,8 +99,8 @@ def test_auto_precision_follows_the_cpu(monkeypatch, avx512_bf16, amx, expected)
     """auto: bf16 autocast only where the CPU has native bf16 (emulated bf16 is ~25x slower than fp32)."""
     import torch
 
-    from models.config import Precision
-    from models.model import computes_in_bf16
+    from modeling.config import Precision
+    from modeling.model import computes_in_bf16
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
     cpu = torch.device("cpu")

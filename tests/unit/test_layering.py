@@ -7,7 +7,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 LAYERS = [                      # bottom first
     ["verifiers"],              # records (Sample, Verdict), verifier functions, the sandbox
-    ["data", "models"],         # tokenizer, corpus, shards, tasks, pairs, knowledge base, retrieval; model loading
+    ["data", "modeling"],         # tokenizer, corpus, shards, tasks, pairs, knowledge base, retrieval; model loading
     ["rollout", "rewards"],     # engines and weight sync; reward composition and reward-model serving
     ["evals"],                  # evaluation suites, metrics and plots
     ["trainers"],               # learners, losses, stage loops, the report

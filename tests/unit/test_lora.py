@@ -4,8 +4,8 @@ import peft
 import pytest
 import torch
 
-from models.config import ModelConfig
-from models.model import build_llama
+from modeling.config import ModelConfig
+from modeling.model import build_llama
 from trainers.config import LoraConfig
 from trainers.lora import (
     adapter_anchor,

@@ -3,8 +3,8 @@ those of the row decoded alone, and those a full forward pass without a cache gi
 import pytest
 import torch
 
-from models.config import ModelConfig
-from models.model import build_llama, compile_blocks, role_device
+from modeling.config import ModelConfig
+from modeling.model import build_llama, compile_blocks, role_device
 from rollout.reference_engine import sample_batch
 from rollout.types import FinishReason, Sampling
 

@@ -117,7 +117,7 @@ def test_reward_model_worker_batches_like_single_rows(reward_model_dir):
 
 def test_critic_from_a_reward_model_reads_its_score_at_every_prefix(reward_model_dir):
     """ppo.critic_init=reward_model: V(prefix up to t) is the reward model's score of that prefix."""
-    from models.model import load_value_model
+    from modeling.model import load_value_model
     worker = RewardModelWorker(str(reward_model_dir), batch_size=4)
     critic = load_value_model(reward_model_dir).eval()
     tokens = [5, 6, 7, 21, 22, 23]

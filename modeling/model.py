@@ -18,7 +18,7 @@ from transformers import (
 )
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
-from models.config import ModelConfig, Precision
+from modeling.config import ModelConfig, Precision
 
 
 def build_llama(cfg: ModelConfig, tokenizer, seed: int) -> LlamaForCausalLM:

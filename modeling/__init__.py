@@ -1,0 +1,1 @@
+"""Model loading: fresh Llamas, HF directories, reward and value heads, GGUF import, devices and precision."""
