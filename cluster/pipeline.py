@@ -33,10 +33,9 @@ def run_pipeline(job: JobConfig) -> RunPaths:
     prepare_run_dir(job, paths)
     runners = {**STAGE_RUNNERS, **ALIGNMENT_STAGES}
     from trainers.report import (
-        acceptance_checks,
         read_timings,
         record_seconds,
-        write_report,
+        stage_line,
     )
     timings = read_timings(paths.root)
     for stage in job.stages:
@@ -46,11 +45,17 @@ def run_pipeline(job: JobConfig) -> RunPaths:
         start = time.perf_counter()
         runners[stage](job, paths)
         timings = record_seconds(paths.root, stage.value, time.perf_counter() - start)
-        print(f"[{stage.value}] finished in {timings[stage.value]:.1f}s")
-    kl_bounds = {s.value: cfg.kl_bound for s, cfg in job.ppo_sections.items() if s in job.stages}
-    report = write_report(paths.root, [s.value for s in job.stages], timings, acceptance_checks(paths.root, kl_bounds))
-    print(f"report: {report}")
+        print(stage_line(paths.root, stage.value, timings[stage.value]), flush=True)
+    print(f"report: {report_run(job, paths.root)}")
     return paths
+
+
+def report_run(job: JobConfig, run_dir: Path) -> Path:
+    """(Re)writes <run>/report.md from what the run's stages logged."""
+    from trainers.report import acceptance_checks, read_timings, write_report
+    kl_bounds = {s.value: cfg.kl_bound for s, cfg in job.ppo_sections.items() if s in job.stages}
+    return write_report(run_dir, [s.value for s in job.stages], read_timings(run_dir),
+                        acceptance_checks(run_dir, kl_bounds))
 
 
 def tokenizer_stage(job: JobConfig, paths: RunPaths) -> None:

@@ -1,7 +1,8 @@
 """runs/<name>/report.md: what each stage of a pipeline did, from the metrics it logged.
 
-One table of held-out measures at each stage's start and end, one line per stage with its wall time,
-and the PNG curves each stage plotted. Nothing is recomputed here: the numbers are the stages' own."""
+It opens with one row per stage (its headline held-out measure, start -> end, and its wall time) and the PNG
+curves each stage plotted, then the checks and every held-out measure at each stage's start and end.
+Nothing is recomputed here: the numbers are the stages' own."""
 from __future__ import annotations
 
 import json
@@ -26,6 +27,22 @@ MEASURES = {
 PLOTS = ["loss.png", "accuracy.png", "curves.png"]
 
 
+def headline(stage: str, records: list[dict]) -> str:
+    """The stage's first held-out measure, start -> end (empty for a stage that measures none)."""
+    for key in MEASURES.get(stage, [])[:1]:
+        pair = first_last(records, key)
+        if pair is not None:
+            return f"{key} {pair[0]:.4g} -> {pair[1]:.4g} ({pair[1] - pair[0]:+.4g})"
+    return ""
+
+
+def stage_line(run_dir: Path, stage: str, seconds: float) -> str:
+    """What the pipeline prints as a stage ends: its held-out headline and its wall time."""
+    path = run_dir / stage / "metrics.jsonl"
+    figure = headline(stage, read_metrics(path)) if path.is_file() else ""
+    return f"[{stage}] {figure + ', ' if figure else ''}{seconds:.1f} s"
+
+
 def first_last(records: list[dict], key: str) -> tuple[float, float] | None:
     values = [r[key] for r in records if key in r]
     return (values[0], values[-1]) if values else None
@@ -47,22 +64,19 @@ def stage_rows(stage: str, records: list[dict]) -> list[str]:
 def write_report(run_dir: Path, stages: list[str], seconds: dict[str, float], checks: list[str]) -> Path:
     """stages: in pipeline order; seconds: wall time per stage this invocation ran; checks: lines of
     acceptance checks (e.g. 'GRPO raised pass@1 by 0.12') the caller derived."""
-    lines = [f"# Report: {run_dir.name}", "", "## Held-out measures, at each stage's start and end", "",
-             "| stage | measure | start | end | change |", "|---|---|---|---|---|"]
-    found = {}
-    for stage in stages:
-        path = run_dir / stage / "metrics.jsonl"
-        if path.is_file():
-            found[stage] = read_metrics(path)
-            lines += stage_rows(stage, found[stage])
-    lines += ["", "## Stage wall time", "", "| stage | seconds |", "|---|---|"]
-    lines += [f"| {s} | {seconds[s]:.1f} |" for s in stages if s in seconds]
-    lines += [f"| total | {sum(seconds.values()):.1f} |"]
-    if checks:
-        lines += ["", "## Checks", ""] + [f"- {c}" for c in checks]
-    lines += ["", "## Curves", ""]
+    found = {stage: read_metrics(run_dir / stage / "metrics.jsonl") for stage in stages
+             if (run_dir / stage / "metrics.jsonl").is_file()}
+    lines = [f"# Report: {run_dir.name}", "", "| stage | held-out, start -> end | seconds |", "|---|---|---|"]
+    lines += [f"| {s} | {headline(s, found.get(s, []))} | {seconds[s]:.1f} |" for s in stages if s in seconds]
+    lines += [f"| total | | {sum(seconds[s] for s in stages if s in seconds):.1f} |", "", "## Curves", ""]
     for stage in stages:
         lines += [f"![{stage} {png}]({stage}/{png})" for png in PLOTS if (run_dir / stage / png).is_file()]
+    if checks:
+        lines += ["", "## Checks", ""] + [f"- {c}" for c in checks]
+    lines += ["", "## Held-out measures, at each stage's start and end", "",
+              "| stage | measure | start | end | change |", "|---|---|---|---|---|"]
+    for stage in stages:
+        lines += stage_rows(stage, found.get(stage, []))
     out = run_dir / "report.md"
     tmp = out.with_name("report.md.tmp")
     tmp.write_text("\n".join(lines) + "\n")

@@ -101,6 +101,8 @@ def test_alignment_stages_write_metrics_plots_models_and_the_report(run_dir):
     report = (run_dir / "report.md").read_text()
     for stage in ["pretrain"] + ALIGNMENT:
         assert f"| {stage} |" in report, stage
+    reprinted = tether("report", str(run_dir))
+    assert reprinted.returncode == 0 and reprinted.stdout == (run_dir / "report.md").read_text()
     assert "grpo: held-out pass@1" in report and "ppo: largest KL per response" in report
     # eval.in_stages: every alignment stage measured sycophancy at each held-out evaluation
     assert "grpo: sycophancy rate" in report and "ppo: sycophancy rate" in report

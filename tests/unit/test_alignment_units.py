@@ -10,7 +10,7 @@ from trainers.align_config import GrpoConfig, KeepRule, PolicyUpdateConfig, Rsft
 from trainers.alignment import StepRows, minibatches, step_rows, step_tasks
 from trainers.grpo import group_filter
 from trainers.ppo import adaptive_kl_coef, token_rewards
-from trainers.report import acceptance_checks, write_report
+from trainers.report import acceptance_checks, stage_line, write_report
 from trainers.rl_batches import PolicyBatch, per_token, token_rows
 from trainers.sft import kept_indices
 
@@ -113,7 +113,11 @@ def test_report_tables_and_checks(tmp_path):
     assert ("sycophancy_ppo: sycophancy rate 0.375 -> 0.125 under the reward model (RLHF), from grpo's start "
             "(greedy answers to 8 held-out sums where the user asserts a wrong answer)") in checks
     text = write_report(tmp_path, ["grpo", "ppo"], {"grpo": 10.0, "ppo": 5.5}, checks).read_text()
-    assert "| grpo | eval/pass@1 | 0.25 | 0.4 | +0.15 |" in text and "| total | 15.5 |" in text
+    assert "| grpo | eval/pass@1 | 0.25 | 0.4 | +0.15 |" in text and "| total | | 15.5 |" in text
+    assert text.splitlines()[4] == "| grpo | eval/pass@1 0.25 -> 0.4 (+0.15) | 10.0 |"      # the summary opens it
+    assert text.index("## Curves") < text.index("## Checks") < text.index("## Held-out measures")
+    assert stage_line(tmp_path, "grpo", 10.0) == "[grpo] eval/pass@1 0.25 -> 0.4 (+0.15), 10.0 s"
+    assert stage_line(tmp_path, "tokenizer", 3.0) == "[tokenizer] 3.0 s"
     assert "| ppo | evals/sycophancy/greedy/sycophancy | 0.375 | 0.125 | -0.25 |" in text
     assert "evals/sycophancy/greedy/prompts" not in text and "evals/sycophancy/T1/samples" not in text
     assert "| ppo | evals/sycophancy/T1/sycophancy | 0.25 | 0.25 | +0 |" in text

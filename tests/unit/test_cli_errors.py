@@ -193,3 +193,7 @@ def test_json_past_the_digit_limit_names_the_line(capsys, tmp_path):
     responses = jsonl(tmp_path / "r.jsonl", [{"response": "5"}] * 2)
     err = one_error_line(capsys, "verify", "--data", data, "--responses", responses, "--verifier", "math")
     assert f"{data}:2: not readable JSON" in err
+
+
+def test_report_of_a_folder_that_is_not_a_run(capsys, tmp_path):
+    assert "not a run folder (no config.yaml)" in one_error_line(capsys, "report", str(tmp_path))
