@@ -299,34 +299,9 @@ def _verify(args) -> int:
 
 
 def read_jsonl(path: str, what: str) -> list[tuple[int, dict]]:
-    """(line number, row) of each non-blank line of a jsonl file of `what`, or one error naming the file and
-    the line: missing, a folder, unreadable, not UTF-8, not JSON, not an object, or empty."""
-    import json
-    from pathlib import Path
-    file = Path(path)
-    if not file.exists():
-        raise ValueError(f"{path}: no such file")
-    if file.is_dir():
-        raise ValueError(f"{path}: is a folder; a jsonl file of {what} is expected")
-    try:
-        text = file.read_text(encoding="utf-8")
-    except OSError as e:
-        raise ValueError(f"{path}: cannot read it ({e.strerror})") from None
-    except UnicodeDecodeError:
-        raise ValueError(f"{path}: not UTF-8 text") from None
-    rows = []
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}:{number}: not valid JSON ({e.msg}, column {e.colno})") from None
-        except (ValueError, RecursionError) as e:   # an integer past Python's digit limit, nesting too deep
-            raise ValueError(f"{path}:{number}: not readable JSON ({type(e).__name__})") from None
-        if not isinstance(row, dict):
-            raise ValueError(f"{path}:{number}: a JSON object is expected, not {type(row).__name__}")
-        rows.append((number, row))
+    """Every (line number, row) of a jsonl file of `what` (data.jsonl's errors), and an error when it has none."""
+    from data.jsonl import jsonl_rows
+    rows = list(jsonl_rows(path, what))
     if not rows:
         raise ValueError(f"{path}: holds no {what}")
     return rows

@@ -15,7 +15,6 @@ Pairs can also be read from a .jsonl/.parquet file or an HF dataset with prompt/
 from __future__ import annotations
 
 import itertools
-import json
 import random
 import re
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from typing import Iterable, Sequence
 
 from data.config import Corruption, PairSource, PairSourceKind
 from data.corpus import Problem, format_answer, problems, with_assertion, wrong_answer
+from data.jsonl import jsonl_rows
 from data.tokenizer import EOS, format_prompt
 
 PAIR_FIELDS = ("prompt", "chosen", "rejected")
@@ -210,17 +210,8 @@ def file_rows(path: Path) -> Iterable[tuple[str, dict]]:
     if not path.exists():
         raise FileNotFoundError(f"pairs file {path} does not exist")
     if path.suffix == ".jsonl":
-        with path.open(encoding="utf-8") as f:
-            for n, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{path}:{n} is not valid JSON: {e}") from None
-                if not isinstance(row, dict):
-                    raise ValueError(f"{path}:{n} is a JSON {type(row).__name__}, not an object")
-                yield f"{path}:{n}", row
+        for n, row in jsonl_rows(path, "rows"):
+            yield f"{path}:{n}", row
     elif path.suffix == ".parquet":
         import pyarrow.parquet as pq
         table = pq.read_table(path)

@@ -106,8 +106,8 @@ def test_verify_bad_data_files(capsys, tmp_path, monkeypatch, case):
         expected = "no such file"
     elif case == "unreadable":       # root reads any file, so the refusal is simulated where it would arise
         jsonl(data, [GOOD_PROBLEM])
-        real = pathlib.Path.read_text
-        monkeypatch.setattr(pathlib.Path, "read_text", lambda self, *a, **k: (_ for _ in ()).throw(
+        real = pathlib.Path.open
+        monkeypatch.setattr(pathlib.Path, "open", lambda self, *a, **k: (_ for _ in ()).throw(
             PermissionError(13, "Permission denied")) if self == data else real(self, *a, **k))
         expected = "cannot read it (Permission denied)"
     elif case == "not an object":
