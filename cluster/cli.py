@@ -210,10 +210,11 @@ def _generate_file(args) -> int:
     from rollout.types import Sampling
     if not args.out:
         raise ValueError("--prompts needs --out FILE.jsonl")
-    rows = [row for _, row in read_jsonl(args.prompts, "prompts")]
-    missing = [n for n, r in read_jsonl(args.prompts, "prompts") if not isinstance(r.get("prompt"), str)]
+    numbered = read_jsonl(args.prompts, "prompts")
+    missing = [n for n, r in numbered if not isinstance(r.get("prompt"), str)]
     if missing:
         raise ValueError(f"{args.prompts}:{missing[0]}: no 'prompt' text field")
+    rows = [row for _, row in numbered]
     tokenizer = load_tokenizer(args.checkpoint)
     texts = [format_prompt(r["prompt"]) if args.chat else r["prompt"] for r in rows]
     sampling = Sampling(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, n=args.n,

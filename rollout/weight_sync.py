@@ -263,15 +263,23 @@ class BucketSender:
             self._retire()
 
     def _retire(self) -> None:
-        key, flat, path, work = self.in_flight.popleft()
+        """Wait until the oldest bucket is broadcast and copied by every shared receiver, then drop it."""
+        key, _, _, work = self.in_flight[0]
         if work is not None:
             work.wait()
         if self.link.shared_receivers:
-            acks = [f"{key}/ack{i}" for i in range(self.link.shared_receivers)]
-            _wait_keys(self.link, acks, f"the copies of {key}")
-            for k in [key, *acks]:
-                self.link.store.delete_key(k)
-        if path is not None:
+            _wait_keys(self.link, self._acks(key), f"the copies of {key}")
+        self._drop(self.in_flight.popleft())
+
+    def _acks(self, key: str) -> list[str]:
+        return [f"{key}/ack{i}" for i in range(self.link.shared_receivers)]
+
+    def _drop(self, entry: tuple) -> None:
+        """Forget one bucket: its store keys (handle and acknowledgements) and its shared-memory file."""
+        key, _, path, _ = entry
+        for k in [key, *self._acks(key)] if self.link.shared_receivers else []:
+            self.link.store.delete_key(k)      # False, not an error, for a key never set
+        if path is not None and os.path.exists(path):
             os.unlink(path)
 
     def finish(self) -> None:
@@ -283,13 +291,7 @@ class BucketSender:
     def abort(self) -> None:
         """After an error: drop what is in flight, its shared-memory files and store keys included."""
         while self.in_flight:
-            key, _, path, _ = self.in_flight.popleft()
-            if path is not None and os.path.exists(path):
-                os.unlink(path)
-            if self.link.shared_receivers:
-                for k in [key, *(f"{key}/ack{i}" for i in range(self.link.shared_receivers))]:
-                    if self.link.store.check([k]):
-                        self.link.store.delete_key(k)
+            self._drop(self.in_flight.popleft())
 
     def __enter__(self) -> "BucketSender":
         return self

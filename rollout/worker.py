@@ -92,8 +92,10 @@ class ReferenceWorkerEngine:
     """The reference engine plus the weight-sync endpoint that vLLM gets from its worker extension."""
 
     def __init__(self, model_dir: str, cfg: RolloutConfig):
+        from modeling.model import role_device
         from rollout.reference_engine import ReferenceEngine
-        self.engine = ReferenceEngine(model_dir, cfg.seed, worker_device(cfg), cfg.dtype, cfg.reference_batch_size)
+        self.engine = ReferenceEngine(model_dir, cfg.seed, role_device(cfg.gpus_per_worker, "rollout worker"), cfg.dtype,
+                                      cfg.reference_batch_size)
         self.link = None
 
     def generate(self, prompts, s):
@@ -115,16 +117,6 @@ class ReferenceWorkerEngine:
         self.engine.reload()
 
 
-def worker_device(cfg: RolloutConfig):
-    """The GPU Ray gave this worker when it reserved one, else the CPU."""
-    import torch
-    if cfg.gpus_per_worker <= 0:
-        return torch.device("cpu")
-    if not torch.cuda.is_available():
-        raise RuntimeError(f"rollout worker: reserved {cfg.gpus_per_worker} GPU but this process sees no CUDA device")
-    return torch.device("cuda", torch.cuda.current_device())
-
-
 ENGINES = {EngineKind.vllm: VllmEngine, EngineKind.reference: ReferenceWorkerEngine}
 
 
@@ -144,7 +136,9 @@ class RolloutWorker:
     def device_id(self) -> DeviceId:
         """Where this worker's engine holds its weights (the weight sync picks the route from it)."""
         import ray
-        return device_id(ray.get_runtime_context().get_node_id(), worker_device(self.cfg))
+
+        from modeling.model import role_device
+        return device_id(ray.get_runtime_context().get_node_id(), role_device(self.cfg.gpus_per_worker, "rollout worker"))
 
     def join_sync_group(self, host: str, port: int, member: Member, wire_world: int, timeout_s: float) -> None:
         self.engine.join_sync_group(host, port, member, wire_world, timeout_s)

@@ -51,9 +51,9 @@ def encode(value, depth=0):
         return ["b", bytes(value).hex()]
     base = kind if kind in _PLAIN else plain_base(kind)
     if base is None:
-        redefines = kind.__mro__[0] if any(c in _PLAIN for c in kind.__mro__) else None
+        subclass = any(c in _PLAIN for c in kind.__mro__)     # of a builtin, then one that redefines comparison
         raise NotPlain(f"a {kind.__module__}.{kind.__qualname__}, not plain data"
-                       + (" (it redefines comparison)" if redefines else ""))
+                       + (" (it redefines comparison)" if subclass else ""))
     if base is bool:
         return ["t", value is True]
     if base is int:

