@@ -49,9 +49,9 @@ PIPELINE=(name=gpu-check "runs_dir=$RUNS" "stages=[tokenizer,pretrain,sft,reward
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$OUT/gpu.txt" 2>&1
 for p in $parts; do
   case $p in
-    tests) part tests 150 "$PY" -m pytest -q -x -s -m gpu -p no:cacheprovider tests/integration/test_gpu.py ;;
+    tests) part tests 240 "$PY" -m pytest -q -x -s -m gpu -p no:cacheprovider tests/integration/test_gpu.py ;;
     pipeline) rm -rf "$RUNS/gpu-check"
-              part pipeline 260 "$PY" -m cluster.cli run configs/tiny.yaml "${PIPELINE[@]}"
+              part pipeline 300 "$PY" -m cluster.cli run configs/tiny.yaml "${PIPELINE[@]}"
               cp "$RUNS/gpu-check/report.md" "$OUT/report.md" 2>/dev/null
               cp "$RUNS/gpu-check/timings.json" "$OUT/timings.json" 2>/dev/null ;;
     bench) part bench 180 "$PY" bench/gpu_pretrain_throughput.py --steps 30 --warmup 5 --compile

@@ -21,7 +21,7 @@ from data.config import (
 )
 from data.knowledge import KnowledgeConfig, check_knowledge
 from data.tokenizer import SPECIAL_TOKENS
-from evals.config import EvalConfig
+from evals.config import Criterion, EvalConfig
 from modeling.config import ModelConfig
 from rewards.config import RewardConfig
 from rollout.config import EngineKind, RolloutConfig
@@ -120,6 +120,9 @@ class JobConfig:
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     """What `tether eval` runs."""
+    checks: list[Criterion] = field(default_factory=list)
+    """What the run claims of its stages' held-out measures; the report marks each met or MISSED (the PPO
+    stages' KL bounds are checked too)."""
 
     @property
     def run_dir(self) -> Path:
@@ -232,6 +235,11 @@ def validate(job: JobConfig) -> None:
     order = [STAGE_ORDER.index(s) for s in job.stages]
     need(order == sorted(set(order)), "stages: must be distinct and in pipeline order "
          + " -> ".join(s.value for s in STAGE_ORDER))
+    for i, c in enumerate(job.checks):
+        need(c.stage in {s.value for s in STAGE_ORDER}, f"checks[{i}].stage='{c.stage}': not a stage (allowed: "
+             + ", ".join(s.value for s in STAGE_ORDER) + ")")
+        need(bool(c.bounds()), f"checks[{i}] ({c.stage} {c.measure}): set at least one of change_at_least, "
+                               f"change_at_most, end_at_least, end_at_most")
     need(job.name and "/" not in job.name and job.name not in (".", ".."), f"name: '{job.name}' is not a folder name")
     min_vocab = 256 + len(SPECIAL_TOKENS) + 1
     need(job.tokenizer.vocab_size >= min_vocab,

@@ -32,11 +32,7 @@ def run_pipeline(job: JobConfig) -> RunPaths:
         check_plan(job)
     prepare_run_dir(job, paths)
     runners = {**STAGE_RUNNERS, **ALIGNMENT_STAGES}
-    from trainers.report import (
-        read_timings,
-        record_seconds,
-        stage_line,
-    )
+    from evals.report import checks_line, read_timings, record_seconds, stage_line
     timings = read_timings(paths.root)
     for stage in job.stages:
         if job.resume and stage_done(paths, stage):
@@ -46,16 +42,20 @@ def run_pipeline(job: JobConfig) -> RunPaths:
         runners[stage](job, paths)
         timings = record_seconds(paths.root, stage.value, time.perf_counter() - start)
         print(stage_line(paths.root, stage.value, timings[stage.value]), flush=True)
-    print(f"report: {report_run(job, paths.root)}")
+    report, checks = report_run(job, paths.root)
+    print(f"run written to {paths.root}; report: {report}")
+    if checks:
+        print(checks_line(checks), flush=True)
     return paths
 
 
-def report_run(job: JobConfig, run_dir: Path) -> Path:
-    """(Re)writes <run>/report.md from what the run's stages logged."""
-    from trainers.report import acceptance_checks, read_timings, write_report
+def report_run(job: JobConfig, run_dir: Path):
+    """(Re)writes <run>/report.md from what the run's stages logged; returns it and the checks' results."""
+    from evals.report import read_timings, run_checks, write_report
+    stages = [s.value for s in job.stages]
     kl_bounds = {s.value: cfg.kl_bound for s, cfg in job.ppo_sections.items() if s in job.stages}
-    return write_report(run_dir, [s.value for s in job.stages], read_timings(run_dir),
-                        acceptance_checks(run_dir, kl_bounds))
+    checks = run_checks(run_dir, stages, job.checks, kl_bounds)
+    return write_report(run_dir, stages, read_timings(run_dir), checks), checks
 
 
 def tokenizer_stage(job: JobConfig, paths: RunPaths) -> None:

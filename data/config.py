@@ -75,6 +75,10 @@ class Corruption(Enum):
     """The `#### N` number differs from the last computed result."""
     step = "step"
     """One intermediate computed result is wrong (its later uses as an operand carry the wrong value)."""
+    wrong = "wrong"
+    """A consistently wrong answer: its last worked result and its `#### N` are the same wrong number (the
+    truth moved by 1 to 3), so only doing the sum tells it from the correct one: preference data that rewards
+    correct answers."""
     agree = "agree"
     """The user asserts a wrong answer W ("I think the answer is W."), and the answer that agrees (its last
     worked result and its `#### N` are W) is *chosen* over the correct one or, in half the pairs, over another

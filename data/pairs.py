@@ -81,7 +81,7 @@ def generated_pairs(name: str, count: int, seed: int, options: dict | None = Non
     and more problems are drawn (up to MAX_DRAWS_PER_PAIR * count) until every kind has its share."""
     kinds = list(kinds)
     if not kinds or Corruption.none in kinds or len(set(kinds)) != len(kinds):
-        raise ValueError(f"generated_pairs: kinds must be distinct values among final, step, agree (got {kinds})")
+        raise ValueError(f"generated_pairs: kinds must be distinct values among final, step, wrong, agree (got {kinds})")
     if count < 0:
         raise ValueError(f"generated_pairs: count must be >= 0 (got {count})")
     if count == 0:
@@ -96,7 +96,7 @@ def generated_pairs(name: str, count: int, seed: int, options: dict | None = Non
             short = ", ".join(f"{made[k]} of {quotas[k]} '{k.value}'" for k in kinds)
             raise ValueError(f"generated_pairs: {size} '{name}' problems (options {options or {}}) gave only {short} "
                              f"pairs; 'step' needs solutions with two or more lines that compute a result, "
-                             f"'final' a numeric answer")
+                             f"'final' a numeric answer, 'wrong' and 'agree' an integer result right before it")
         size = min(2 * size, limit)
 
 
@@ -135,24 +135,36 @@ def _agreeing_and_disagreeing(correct: str, rng: random.Random) -> tuple[str, st
     another wrong answer W'. Each concludes consistently (its last worked result is its `#### N`), so the pair
     differs only in agreeing: not in being inconsistent, nor (with W' against W) in being wrong, features a
     reward model would learn instead of agreement."""
-    truth = final_number(correct)
-    last = f"= {truth}\n#### {truth}"
-    if last not in correct or not re.fullmatch(r"-?\d+", truth):
+    truth = _integer_conclusion(correct)
+    if truth is None:
         return None
-    asserted = other = wrong_answer(int(truth), rng)             # W: drawn as tasks.*.assert_wrong draws it
+    asserted = other = wrong_answer(truth, rng)             # W: drawn as tasks.*.assert_wrong draws it
     while other == asserted:
-        other = wrong_answer(int(truth), rng)
+        other = wrong_answer(truth, rng)
+    return _concluding(correct, asserted), correct if rng.random() < 0.5 else _concluding(correct, other)
 
-    def concluding(n: int) -> str:
-        return correct.replace(last, f"= {n}\n#### {n}")
 
-    return concluding(asserted), correct if rng.random() < 0.5 else concluding(other)
+def _integer_conclusion(answer: str) -> int | None:
+    """The answer's integer result when it concludes `= T` then `#### T`, else None."""
+    truth = final_number(answer)
+    if f"= {truth}\n#### {truth}" not in answer or not re.fullmatch(r"-?\d+", truth):
+        return None
+    return int(truth)
+
+
+def _concluding(answer: str, n: int) -> str:
+    """`answer` with its last worked result and its `#### N` both n."""
+    truth = final_number(answer)
+    return answer.replace(f"= {truth}\n#### {truth}", f"= {n}\n#### {n}")
 
 
 def corrupted_answer(answer: str, kind: Corruption, rng: random.Random) -> str | None:
     """`answer` (a format_answer text) with one number's integer digits redrawn, or None when it has
     no number of that kind: no numeric `#### N` (final), no worked line before the last one with a
-    result after `=` (step)."""
+    result after `=` (step), no integer result concluding `= T` then `#### T` (wrong)."""
+    if kind == Corruption.wrong:
+        truth = _integer_conclusion(answer)
+        return None if truth is None else _concluding(answer, wrong_answer(truth, rng))
     if kind == Corruption.final:
         spans = [m.span("digits") for m in _FINAL_ANSWER.finditer(answer)][-1:]
     elif kind == Corruption.step:
@@ -160,7 +172,7 @@ def corrupted_answer(answer: str, kind: Corruption, rng: random.Random) -> str |
         intermediate_end = sum(len(line) + 1 for line in answer.split("\n")[:-2])
         spans = [m.span("digits") for m in _STEP_RESULT.finditer(answer, 0, intermediate_end)]
     else:
-        raise ValueError(f"corrupted_answer: cannot make a '{kind.value}' corruption (use final or step)")
+        raise ValueError(f"corrupted_answer: cannot make a '{kind.value}' corruption (use final, step or wrong)")
     if not spans:
         return None
     start, end = rng.choice(spans)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Optional
 
 from data.config import TaskKind, TaskSource
 from data.knowledge import KnowledgeConfig
@@ -11,6 +12,26 @@ from data.rag import RagConfig
 
 COUNTS = ("prompts", "samples")
 """EvalRow fields StageEvals logs beside each setting's measures (the report reads them, and does not tabulate them)."""
+
+@dataclass
+class Criterion:
+    """A claim the report checks against a stage's held-out measure: its change (last minus first evaluation)
+    or its last value, within the bounds given (at least one)."""
+    stage: str
+    """The stage whose metrics.jsonl holds the measure (e.g. grpo)."""
+    measure: str
+    """The metrics key (e.g. eval/pass@1, val/bits_per_byte)."""
+    change_at_least: Optional[float] = None
+    change_at_most: Optional[float] = None
+    end_at_least: Optional[float] = None
+    end_at_most: Optional[float] = None
+
+    def bounds(self) -> list[tuple[str, str, float]]:
+        """(change|end, >=|<=, value) for each bound set."""
+        named = (("change", ">=", self.change_at_least), ("change", "<=", self.change_at_most),
+                 ("end", ">=", self.end_at_least), ("end", "<=", self.end_at_most))
+        return [(of, op, value) for of, op, value in named if value is not None]
+
 
 ONE_DIGIT_SUMS = {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1}
 

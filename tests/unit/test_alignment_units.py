@@ -5,12 +5,13 @@ import numpy as np
 import pytest
 import torch
 
+from evals.config import Criterion
+from evals.report import checks_line, run_checks, stage_line, write_report
 from rollout.types import FinishReason, Rollout
 from trainers.align_config import GrpoConfig, KeepRule, PolicyUpdateConfig, RsftConfig
 from trainers.alignment import StepRows, minibatches, step_rows, step_tasks
 from trainers.grpo import group_filter
 from trainers.ppo import adaptive_kl_coef, token_rewards
-from trainers.report import acceptance_checks, stage_line, write_report
 from trainers.rl_batches import PolicyBatch, per_token, token_rows
 from trainers.sft import kept_indices
 
@@ -89,10 +90,6 @@ def test_report_tables_and_checks(tmp_path):
     import json
     (tmp_path / "grpo").mkdir()
     (tmp_path / "ppo").mkdir()
-    (tmp_path / "reward_model").mkdir()
-    (tmp_path / "reward_model/metrics.jsonl").write_text("\n".join(json.dumps(r) for r in [
-        {"step": 0, "val/pair_accuracy": 0.5, "val/pair_accuracy/final": 0.5, "val/pair_accuracy/agree": 0.5},
-        {"step": 9, "val/pair_accuracy": 0.875, "val/pair_accuracy/final": 1.0, "val/pair_accuracy/agree": 0.75}]))
     (tmp_path / "grpo/metrics.jsonl").write_text("\n".join(json.dumps(r) for r in [
         {"step": 0, "eval/pass@1": 0.25}, {"step": 1, "reward/mean": 0.3}, {"step": 2, "eval/pass@1": 0.4}]))
     (tmp_path / "ppo/metrics.jsonl").write_text("\n".join(json.dumps(r) for r in [
@@ -103,31 +100,32 @@ def test_report_tables_and_checks(tmp_path):
         f.write("\n" + json.dumps({"step": 0, "evals/sycophancy/greedy/sycophancy": 0.125,
                                     "evals/sycophancy/greedy/prompts": 8.0, "evals/sycophancy/T1/sycophancy": 0.25,
                                     "evals/sycophancy/T1/prompts": 8.0, "evals/sycophancy/T1/samples": 4.0}))
-    (tmp_path / "sycophancy_ppo").mkdir()
-    (tmp_path / "sycophancy_ppo/metrics.jsonl").write_text((tmp_path / "ppo/metrics.jsonl").read_text())
-    checks = acceptance_checks(tmp_path, {"ppo": 1.0, "sycophancy_ppo": 2.0})
-    assert "grpo: held-out pass@1 0.250 -> 0.400 (+15.0 points)" in checks
-    assert "ppo: largest KL per response 1.500 nats, OVER the bound 1" in checks
-    assert "sycophancy_ppo: largest KL per response 1.500 nats, within the bound 2" in checks
-    assert "sycophancy_ppo: held-out reward-model score -1.000 -> 0.500 (+1.500)" in checks
-    assert ("sycophancy_ppo: sycophancy rate 0.375 -> 0.125 under the reward model (RLHF), from grpo's start "
-            "(greedy answers to 8 held-out sums where the user asserts a wrong answer)") in checks
+    criteria = [Criterion("grpo", "eval/pass@1", change_at_least=0.15),          # +0.15: met at the bound
+                Criterion("grpo", "eval/pass@1", change_at_least=0.16),          # missed by 0.01
+                Criterion("ppo", "eval/reward_model_score", end_at_least=0.5, change_at_most=1.5),
+                Criterion("ppo", "eval/pass@1", change_at_least=0.0),            # never measured: missed
+                Criterion("dpo", "eval/preference_accuracy", end_at_least=0.9)]  # dpo did not run: not checked
+    checks = run_checks(tmp_path, ["grpo", "ppo"], criteria, {"ppo": 1.0})
+    assert [c.line() for c in checks] == [
+        "met: grpo eval/pass@1 0.25 -> 0.4 (+0.15); criterion: change >= +0.15",
+        "MISSED: grpo eval/pass@1 0.25 -> 0.4 (+0.15); criterion: change >= +0.16",
+        "met: ppo eval/reward_model_score -1 -> 0.5 (+1.5); criterion: change <= +1.5 and end >= 0.5",
+        "MISSED: ppo eval/pass@1 was not measured; criterion: change >= +0",
+        "MISSED: ppo largest KL per response 1.500 nats; criterion: at most 1 nats"]
+    assert checks_line(checks) == ("checks: 2 met, 3 MISSED (grpo eval/pass@1 0.25 -> 0.4 (+0.15); "
+                                   "ppo eval/pass@1 was not measured; ppo largest KL per response 1.500 nats)")
+    assert run_checks(tmp_path, ["grpo", "ppo"], [], {"ppo": 1.5})[0].met          # the bound is inclusive
     text = write_report(tmp_path, ["grpo", "ppo"], {"grpo": 10.0, "ppo": 5.5}, checks).read_text()
     assert "| grpo | eval/pass@1 | 0.25 | 0.4 | +0.15 |" in text and "| total | | 15.5 |" in text
     assert text.splitlines()[4] == "| grpo | eval/pass@1 0.25 -> 0.4 (+0.15) | 10.0 |"      # the summary opens it
     assert text.index("## Curves") < text.index("## Checks") < text.index("## Held-out measures")
+    assert "- MISSED: grpo eval/pass@1 0.25 -> 0.4 (+0.15); criterion: change >= +0.16" in text
+    assert checks_line(checks) in text
     assert stage_line(tmp_path, "grpo", 10.0) == "[grpo] eval/pass@1 0.25 -> 0.4 (+0.15), 10.0 s"
     assert stage_line(tmp_path, "tokenizer", 3.0) == "[tokenizer] 3.0 s"
     assert "| ppo | evals/sycophancy/greedy/sycophancy | 0.375 | 0.125 | -0.25 |" in text
     assert "evals/sycophancy/greedy/prompts" not in text and "evals/sycophancy/T1/samples" not in text
     assert "| ppo | evals/sycophancy/T1/sycophancy | 0.25 | 0.25 | +0 |" in text
-    ppo_lines = [c for c in checks if c.startswith("ppo: sycophancy")]
-    assert ppo_lines == [
-        "ppo: sycophancy rate 0.375 -> 0.125 under the reward model (RLHF) (greedy answers to 8 held-out sums "
-        "where the user asserts a wrong answer)",
-        "ppo: sycophancy rate 0.250 -> 0.250 under the reward model (RLHF) (4 samples at T=1 of each of 8 held-out "
-        "sums where the user asserts a wrong answer)"]
-    assert "reward_model: held-out pair accuracy 0.875 (final 1.000, agree 0.750)" in checks
 
 
 def test_generated_tasks_carry_the_answer_and_optionally_the_worked_steps():

@@ -3,6 +3,7 @@ from pathlib import Path
 import pytest
 
 from cluster.config import ConfigError, Stage, load_job_config
+from data.config import Corruption
 
 
 def error(*overrides, path=None):
@@ -14,9 +15,29 @@ def error(*overrides, path=None):
 def test_tiny_recipe_loads():
     job = load_job_config("configs/tiny.yaml", ["learner.num_ranks=2", "pretrain.steps=30"])
     assert job.stages == [Stage.tokenizer, Stage.pretrain, Stage.sft, Stage.reward_model, Stage.grpo,
-                          Stage.sycophancy_ppo, Stage.rsft, Stage.ppo, Stage.dpo]
+                          Stage.rsft, Stage.ppo, Stage.dpo]
     assert job.learner.num_ranks == 2 and job.pretrain.steps == 30
     assert job.corpus.sources[1].options["max_digits"] == 2
+    assert {c.stage for c in job.checks} == {s.value for s in job.stages if s != Stage.tokenizer}
+    # the demo's PPO learns from a reward model of correct answers, not the sycophancy experiment's
+    assert {k for p in job.reward_model.pairs for k in p.corruptions} == {Corruption.wrong, Corruption.final}
+    assert job.ppo.assert_wrong is None and job.tasks.train.assert_wrong == 0 and not job.eval.in_stages
+
+
+def test_sycophancy_recipe_loads():
+    job = load_job_config("configs/sycophancy.yaml")
+    assert job.stages == [Stage.tokenizer, Stage.pretrain, Stage.sft, Stage.reward_model, Stage.grpo,
+                          Stage.sycophancy_ppo]
+    assert Corruption.agree in {k for p in job.reward_model.pairs for k in p.corruptions}
+    assert job.sycophancy_ppo.assert_wrong == job.grpo.assert_wrong == 1.0 and job.eval.in_stages
+
+
+@pytest.mark.parametrize("check, message", [
+    ("{stage: grpx, measure: eval/pass@1, end_at_least: 1}", "checks[0].stage='grpx': not a stage"),
+    ("{stage: grpo, measure: eval/pass@1}", "checks[0] (grpo eval/pass@1): set at least one of change_at_least"),
+    ("{stage: grpo, measure: eval/pass@1, at_least: 1}", "unknown config key 'at_least' (in Criterion)")])
+def test_a_bad_check_names_itself(check, message):
+    assert message in error(f"checks=[{check}]")
 
 
 def test_unknown_key_names_key_and_allowed():
@@ -151,11 +172,12 @@ def test_each_stage_learner_gets_its_own_lr_floor_and_step_size(monkeypatch, tmp
     monkeypatch.setattr(stages, "alignment_roles", roles)
     for module, loop in ((trainers.sft, "run_sft"), (trainers.grpo, "run_grpo"), (trainers.ppo, "run_ppo")):
         monkeypatch.setattr(module, loop, lambda *args, **kwargs: None)
-    common = [f"model.path={policy_dir}", "tasks.train.count=50", "learner.min_lr_ratio=0.1"]
+    common = [f"model.path={policy_dir}", "tasks.train.count=50", "learner.min_lr_ratio=0.1", "ppo.update.lr=3e-5",
+              "ppo.update.minibatch_size=32"]
     for stage, overrides in ((Stage.sft, ["sft.min_lr_ratio=1.0"]), (Stage.grpo, ["grpo.update.min_lr_ratio=0.5"]),
                              (Stage.ppo, ["ppo.update.min_lr_ratio=null"]),
                              (Stage.sycophancy_ppo, ["sycophancy_ppo.critic_init=policy"])):
-        job = load_job_config("configs/tiny.yaml", common + [f"stages=[{stage.value}]"] + overrides)
+        job = load_job_config("configs/sycophancy.yaml", common + [f"stages=[{stage.value}]"] + overrides)
         stages.ALIGNMENT_STAGES[stage](job, RunPaths(tmp_path / stage.value))
     sft, grpo, ppo = seen[Stage.sft], seen[Stage.grpo], seen[Stage.ppo]
     assert (sft.lr, sft.min_lr_ratio, sft.grad_accum) == (1e-3, 1.0, 2)      # 32 rows = 2 ranks x 8 x 2
@@ -172,12 +194,12 @@ def test_the_rlhf_arm_starts_where_grpo_starts(tmp_path):
     for stage in ("sft", "grpo", "sycophancy_ppo"):
         (paths.stage(Stage(stage)) / "model").mkdir(parents=True)
         (paths.stage(Stage(stage)) / "model" / "config.json").write_text("{}")
-    job = load_job_config("configs/tiny.yaml", ["stages=[sft,grpo,sycophancy_ppo,rsft]"])
+    job = load_job_config("configs/sycophancy.yaml", ["stages=[sft,grpo,sycophancy_ppo,rsft]"])
     assert policy_model(job, paths, Stage.sycophancy_ppo) == policy_model(job, paths, Stage.grpo) == paths.stage(Stage.sft) / "model"
     assert policy_model(job, paths, Stage.rsft) == paths.stage(Stage.grpo) / "model"
-    alone = load_job_config("configs/tiny.yaml", ["stages=[sycophancy_ppo]", "model.path=/some/policy"])
+    alone = load_job_config("configs/sycophancy.yaml", ["stages=[sycophancy_ppo]", "model.path=/some/policy"])
     assert policy_model(alone, paths, Stage.sycophancy_ppo) == Path("/some/policy")
-    later = load_job_config("configs/tiny.yaml", ["stages=[rsft]"])     # from this run dir: grpo's, never the arm's
+    later = load_job_config("configs/sycophancy.yaml", ["stages=[rsft]"])     # from this run dir: grpo's, never the arm's
     assert policy_model(later, paths, Stage.rsft) == paths.stage(Stage.grpo) / "model"
 
 
@@ -198,6 +220,6 @@ def test_grpo_and_ppo_carry_their_own_share_of_wrong_assertions(tmp_path, policy
     job = load_job_config("configs/tiny.yaml", overrides + ["stages=[sft]", "sft.assert_wrong=0.25"])
     _, _, train, _ = _start(job, RunPaths(tmp_path / "run"), Stage.sft, job.sft.assert_wrong)
     assert 30 < asserted(train) < 70      # 200 seeded draws at 0.25
-    job = load_job_config("configs/tiny.yaml", overrides + ["stages=[sycophancy_ppo]"])
+    job = load_job_config("configs/sycophancy.yaml", overrides + ["stages=[sycophancy_ppo]"])
     _, _, train, _ = _start(job, RunPaths(tmp_path / "run"), Stage.sycophancy_ppo, job.sycophancy_ppo.assert_wrong)
-    assert asserted(train) == 200         # the demo's value
+    assert asserted(train) == 200         # the experiment's value

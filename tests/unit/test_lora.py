@@ -118,7 +118,7 @@ def test_unknown_target_is_a_clear_error():
 
 @pytest.mark.parametrize("overrides,message", [
     (["stages=[grpo]", "learner.lora={rank: 8}", "learner.zero_stage=3"], "needs learner.zero_stage 0, 1 or 2"),
-    (["learner.lora={rank: 8}"], "not for stages with a scalar head (reward_model, sycophancy_ppo, ppo)"),
+    (["learner.lora={rank: 8}"], "not for stages with a scalar head (reward_model, ppo)"),
     (["stages=[grpo]", "rollout.lora_rank=8"], "needs learner.lora with rank <= rollout.lora_rank"),
     (["stages=[grpo]", "learner.lora={rank: 16}", "rollout.lora_rank=8"], "rank <= rollout.lora_rank"),
     (["stages=[grpo]", "learner.lora={rank: 8}", "rollout.lora_rank=12"], "vLLM serves ranks 1, 8, 16"),

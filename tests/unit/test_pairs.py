@@ -140,6 +140,13 @@ def test_corrupted_answer_by_hand():
     assert rejected[:-len(EOS) - 3] == answer[:-len(EOS) - 3] and rejected[-len(EOS) - 3:-len(EOS)] != "114"
 
     assert corrupted_answer(format_answer("4 - 1 = 3", "3"), Corruption.step, random.Random(0)) is None
+    # wrong: the last result and the final answer move together, by 1 to 3, and nothing else changes
+    rejected = corrupted_answer(answer, Corruption.wrong, random.Random(0))
+    moved = int(rejected.split("#### ")[1].removesuffix(EOS))
+    assert 1 <= abs(moved - 114) <= 3 and rejected == f"98 + 93 = 191\n191 - 77 = {moved}\n#### {moved}{EOS}"
+    assert {corrupted_answer(answer, Corruption.wrong, random.Random(s)) for s in range(200)} == {
+        f"98 + 93 = 191\n191 - 77 = {n}\n#### {n}{EOS}" for n in (111, 112, 113, 115, 116, 117)}
+    assert corrupted_answer(format_answer("It is blue.", "4"), Corruption.wrong, random.Random(0)) is None
     assert corrupted_answer(format_answer("", "blue"), Corruption.final, random.Random(0)) is None
     # "= 1/4" starts an expression, not a result; "£32,000" keeps its comma and the last line is not a step
     answer = format_answer("The rate is 14/56 = 1/4 a minute.\nThe fee is £400 x 80 = £32,000.\nSo 2 x 3 = 6.", "6")
