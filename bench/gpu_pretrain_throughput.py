@@ -1,5 +1,5 @@
 """Pretraining throughput on one GPU: tether's learner (Ray actor + DeepSpeed, precision=bf16) against a plain
-PyTorch loop on the same model code (modeling.model, trainers.losses), the same batches and the same bf16
+PyTorch loop on the same model code (modeling.model, trainers.losses.lm), the same batches and the same bf16
 autocast, fused AdamW and sdpa attention, measured in the same run. MFU is model FLOPs (6N + 12LdT per token)
 over 790 TFLOP/s, the H200's measured dense bf16 matmul rate (and over the rate measured here, beside it).
 

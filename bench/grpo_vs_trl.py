@@ -35,7 +35,7 @@ def write_prompts(model: Path, steps: int, per_step: int, out: Path) -> None:
     from cluster.config import load_job_config
     from data.tasks import train_and_held_out
     from data.tokenizer import load_tokenizer
-    from trainers.alignment import step_tasks
+    from trainers.loops.alignment import step_tasks
     job = load_job_config(ROOT / "configs/tiny.yaml", [f"tasks.train={TASKS}"])
     tokenizer = load_tokenizer(model)
     train, _ = train_and_held_out(job.tasks, tokenizer, job.seed)

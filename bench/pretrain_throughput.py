@@ -26,7 +26,7 @@ from cluster.config import load_job_config  # noqa: E402
 from data.config import CorpusConfig, SourceConfig, SourceKind  # noqa: E402
 from modeling.config import Precision  # noqa: E402
 from modeling.model import build_llama, train_flops_per_token  # noqa: E402
-from trainers.losses import token_nll  # noqa: E402
+from trainers.losses.lm import token_nll  # noqa: E402
 
 
 def matmul_flops(dtype: torch.dtype, n: int = 2048, repeats: int = 10) -> float:
@@ -69,7 +69,7 @@ def learner_group(model_dir: str, batches: list[torch.Tensor], learner) -> tuple
     import ray
 
     from cluster.groups import start_learners
-    from trainers.batches import TokenBatch
+    from trainers.learners.batches import TokenBatch
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level="WARNING")
     group = start_learners(learner, model_dir, total_steps=len(batches))
     times, parts = [], []

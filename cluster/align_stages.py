@@ -13,8 +13,8 @@ from cluster.config import STAGE_ORDER, JobConfig, Stage
 from cluster.run_dir import RunDirError, RunPaths, policy_model
 from evals.harness import StageEvals
 from trainers.align_config import CriticInit, PolicyUpdateConfig, PpoConfig
-from trainers.alignment import Roles
 from trainers.config import LearnerConfig
+from trainers.loops.alignment import Roles
 
 
 def policy_learner_config(job: JobConfig, lr: float, warmup_steps: int, rows_per_step: int,
@@ -60,7 +60,7 @@ def alignment_roles(job: JobConfig, paths: RunPaths, stage: Stage, base: Path, l
     from cluster.scorers import ReferenceActor
     from data.tokenizer import load_tokenizer
     from modeling.model import ModelHead, config_from_dir
-    from trainers.rl_learner import CriticLearner, PolicyLearner
+    from trainers.learners.rl_learner import CriticLearner, PolicyLearner
     rm_dir = reward_model_dir(job, paths, stage)     # fails before any actor starts
     started = []
     try:
@@ -105,7 +105,7 @@ def updates_per_step(rollouts: int, update: PolicyUpdateConfig) -> int:
 
 
 def grpo_stage(job: JobConfig, paths: RunPaths) -> None:
-    from trainers.grpo import run_grpo
+    from trainers.loops.grpo import run_grpo
     cfg, out = job.grpo, paths.stage(Stage.grpo)
     base, tokenizer, train, held_out = _start(job, paths, Stage.grpo, cfg.assert_wrong)
     learner_cfg = update_learner_config(job, cfg.update)
@@ -115,7 +115,7 @@ def grpo_stage(job: JobConfig, paths: RunPaths) -> None:
 
 
 def sft_stage(job: JobConfig, paths: RunPaths) -> None:
-    from trainers.sft import run_sft
+    from trainers.loops.sft import run_sft
     cfg, out = job.sft, paths.stage(Stage.sft)
     base, tokenizer, train, held_out = _start(job, paths, Stage.sft, cfg.assert_wrong)
     learner_cfg = policy_learner_config(job, cfg.lr, cfg.warmup_steps, cfg.batch_size, cfg.min_lr_ratio)
@@ -125,7 +125,7 @@ def sft_stage(job: JobConfig, paths: RunPaths) -> None:
 
 
 def rsft_stage(job: JobConfig, paths: RunPaths) -> None:
-    from trainers.sft import run_rsft
+    from trainers.loops.sft import run_rsft
     cfg, out = job.rsft, paths.stage(Stage.rsft)
     base, tokenizer, train, held_out = _start(job, paths, Stage.rsft)
     learner_cfg = policy_learner_config(job, cfg.lr, cfg.warmup_steps, cfg.batch_size)
@@ -143,7 +143,7 @@ def sycophancy_ppo_stage(job: JobConfig, paths: RunPaths) -> None:
 
 
 def _ppo(job: JobConfig, paths: RunPaths, stage: Stage, cfg: PpoConfig) -> None:
-    from trainers.ppo import run_ppo
+    from trainers.loops.ppo import run_ppo
     out = paths.stage(stage)
     base, tokenizer, train, held_out = _start(job, paths, stage, cfg.assert_wrong)
     learner_cfg = update_learner_config(job, cfg.update)
@@ -159,8 +159,8 @@ def dpo_stage(job: JobConfig, paths: RunPaths) -> None:
     from cluster.groups import start_learners
     from data.pairs import load_pair_sources, split_pairs
     from data.tokenizer import load_tokenizer
-    from trainers.dpo import encode_dpo_pairs, run_dpo
-    from trainers.rl_learner import PolicyLearner
+    from trainers.learners.rl_learner import PolicyLearner
+    from trainers.loops.dpo import encode_dpo_pairs, run_dpo
     cfg, out = job.dpo, paths.stage(Stage.dpo)
     base = policy_model(job, paths, Stage.dpo)
     tokenizer = load_tokenizer(base)

@@ -4,7 +4,7 @@ from __future__ import annotations
 from cluster.actor_group import ActorGroup, Bundle, Pending
 from modeling.model import ModelHead
 from trainers.config import LearnerConfig
-from trainers.learner import Learner
+from trainers.learners.learner import Learner
 
 
 def learner_env(cfg: LearnerConfig) -> dict[str, str]:

@@ -65,7 +65,7 @@ def tokenizer_stage(job: JobConfig, paths: RunPaths) -> None:
 
 def pretrain_stage(job: JobConfig, paths: RunPaths) -> None:
     from cluster.groups import start_learners
-    from trainers.pretrain import run_pretrain
+    from trainers.loops.pretrain import run_pretrain
     out = paths.stage(Stage.pretrain)
     if not (paths.data / "meta.json").is_file():
         raise RunDirError(f"pretrain needs the tokenizer stage's output in {paths.data}; add 'tokenizer' to stages")
@@ -96,7 +96,7 @@ def reward_model_stage(job: JobConfig, paths: RunPaths) -> None:
     from data.pairs import load_pair_sources, split_pairs
     from data.tokenizer import load_tokenizer
     from modeling.model import ModelHead
-    from trainers.reward_model import encode_pairs, run_reward_model
+    from trainers.loops.reward_model import encode_pairs, run_reward_model
     cfg, out = job.reward_model, paths.stage(Stage.reward_model)
     base = policy_model(job, paths, Stage.reward_model)
     tokenizer = load_tokenizer(base)

@@ -16,7 +16,7 @@ from modeling.config import Precision
 from rewards.config import RewardModelSpec
 from rewards.model_worker import RewardModelWorker
 from trainers.align_config import ReferenceConfig
-from trainers.reference import ReferencePolicy
+from trainers.learners.reference import ReferencePolicy
 
 
 def _start(worker_class, cpus: float, gpus: float, *args):

@@ -69,6 +69,26 @@ class ModelHead(Enum):
     """A critic V_psi: the policy's backbone with a scalar head read at every position."""
 
 
+class Fp32Head(torch.nn.Linear):
+    """A scalar head that computes in fp32 under autocast and from weights of any dtype. Its output is a reward
+    or a value whose small differences matter: in bf16 (8 significant bits) two answers that differ in one
+    number scored the same, so Bradley-Terry saw ties and learnt nothing from such pairs."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(x.device.type, enabled=False):
+            bias = None if self.bias is None else self.bias.float()
+            return torch.nn.functional.linear(x.float(), self.weight.float(), bias)
+
+
+def fp32_head(model: PreTrainedModel) -> PreTrainedModel:
+    """`model` with its `score` Linear replaced by an Fp32Head holding the same parameters (names unchanged)."""
+    old = model.score
+    head = Fp32Head(old.in_features, old.out_features, bias=old.bias is not None, device="meta")
+    head.weight, head.bias = old.weight, old.bias
+    model.score = head
+    return model
+
+
 def load_reward_model(path: str | Path, dtype: torch.dtype = torch.float32) -> PreTrainedModel:
     """A sequence-classification model with one output. From a causal-LM directory the backbone loads
     and the scalar head starts at random; from a reward-model directory everything loads."""
@@ -82,7 +102,7 @@ def load_reward_model(path: str | Path, dtype: torch.dtype = torch.float32) -> P
     config.num_labels = 1
     with torch.random.fork_rng():
         torch.manual_seed(0)  # a new scalar head starts the same in every run
-        return AutoModelForSequenceClassification.from_pretrained(str(path), config=config, dtype=dtype)
+        return fp32_head(AutoModelForSequenceClassification.from_pretrained(str(path), config=config, dtype=dtype))
 
 
 def load_value_model(path: str | Path, dtype: torch.dtype = torch.float32) -> PreTrainedModel:
@@ -93,7 +113,7 @@ def load_value_model(path: str | Path, dtype: torch.dtype = torch.float32) -> Pr
     config.classifier_dropout = 0.0  # values are read without dropout at rollout time; train on the same features
     with torch.random.fork_rng():
         torch.manual_seed(0)
-        return AutoModelForTokenClassification.from_pretrained(str(path), config=config, dtype=dtype)
+        return fp32_head(AutoModelForTokenClassification.from_pretrained(str(path), config=config, dtype=dtype))
 
 
 def load_model(path: str | Path, head: ModelHead) -> PreTrainedModel:

@@ -1,6 +1,7 @@
-"""The whole tiny recipe (tokenizer -> pretrain -> sft -> reward_model -> grpo -> sycophancy_ppo -> rsft -> ppo -> dpo) through
-the `tether` CLI with shrunken budgets: every stage writes its metrics, plots and model, the report reads
-them back, the checkpoints load in transformers, vLLM and a RewardModelWorker, and a GRPO stage killed
+"""The whole tiny recipe (tokenizer -> pretrain -> sft -> reward_model -> grpo -> rsft -> ppo -> dpo), with the
+sycophancy experiment's RLHF arm (sycophancy_ppo) and its in-stage evaluation added, through the `tether` CLI with
+shrunken budgets: every stage writes its metrics, plots and model, the report reads them back and checks the
+recipe's criteria, the checkpoints load in transformers, vLLM and a RewardModelWorker, and a GRPO stage killed
 mid-run and resumed logs the same metrics as one that ran straight through."""
 import json
 import os
@@ -29,7 +30,9 @@ SHORT = ["tokenizer.vocab_size=512", "tokenizer.train_chars=2000000", "model.hid
          "ppo.critic_init=reward_model", "ppo.update.minibatch_size=16", "ppo.eval_every=2", "ppo.checkpoint_every=1", "dpo.pairs=[{name: chain_sum, count: 40, options: {max_digits: 2}}]",
          "dpo.steps=2", "dpo.eval_every=1", "dpo.checkpoint_every=2", "dpo.max_len=128", "eval.prompts=16",
          "sycophancy_ppo.steps=1", "sycophancy_ppo.prompts_per_step=4", "sycophancy_ppo.update.minibatch_size=16",
-         "sycophancy_ppo.eval_every=1", "sycophancy_ppo.checkpoint_every=1"]
+         "sycophancy_ppo.eval_every=1", "sycophancy_ppo.checkpoint_every=1", "sycophancy_ppo.assert_wrong=1.0",
+         "stages=[tokenizer,pretrain,sft,reward_model,grpo,sycophancy_ppo,rsft,ppo,dpo]", "eval.suites=[sycophancy]",
+         "eval.in_stages=true", "eval.temperatures=[1.0]", "eval.samples=2", "eval.k=[1]", "eval.max_new_tokens=16"]
 ALIGNMENT = ["sft", "grpo", "sycophancy_ppo", "rsft", "ppo", "dpo"]
 
 
@@ -43,6 +46,7 @@ def run_dir(tmp_path_factory) -> Path:
     runs = tmp_path_factory.mktemp("runs")
     done = tether("run", "configs/tiny.yaml", "name=e2e", f"runs_dir={runs}", *SHORT)
     assert done.returncode == 0, done.stderr[-3000:]
+    (runs / "e2e/stdout.txt").write_text(done.stdout)
     return runs / "e2e"
 
 
@@ -103,15 +107,25 @@ def test_alignment_stages_write_metrics_plots_models_and_the_report(run_dir):
         assert f"| {stage} |" in report, stage
     reprinted = tether("report", str(run_dir))
     assert reprinted.returncode == 0 and reprinted.stdout == (run_dir / "report.md").read_text()
-    assert "grpo: held-out pass@1" in report and "ppo: largest KL per response" in report
+    # each of tiny.yaml's criteria is checked (at these budgets most are missed) and the run's last line counts them
+    checks = [line for line in report.splitlines() if line.startswith(("- met: ", "- MISSED: "))]
+    assert len(checks) == 8 + 2                 # tiny.yaml's 8, then the KL bounds of sycophancy_ppo and ppo
+    sft = records(run_dir / "sft/metrics.jsonl")
+    start, end = sft[0]["eval/pass@1"], [r for r in sft if "eval/pass@1" in r][-1]["eval/pass@1"]
+    verdict = "met" if end - start >= 0.10 else "MISSED"
+    assert f"- {verdict}: sft eval/pass@1 {start:.4g} -> {end:.4g} ({end - start:+.4g}); criterion: change >= +0.1" in checks
+    assert checks[-1].split(": ", 1)[1].startswith("ppo largest KL per response")
+    last = (run_dir / "stdout.txt").read_text().strip().splitlines()[-1]
+    missed = sum(c.startswith("- MISSED") for c in checks)
+    assert last.startswith(f"checks: {len(checks) - missed} met, {missed} MISSED") and last in report
     # eval.in_stages: every alignment stage measured sycophancy at each held-out evaluation
-    assert "grpo: sycophancy rate" in report and "ppo: sycophancy rate" in report
+    assert "| grpo | evals/sycophancy/greedy/sycophancy |" in report and "| ppo | evals/sycophancy/greedy/sycophancy |" in report
     assert all("evals/sycophancy/greedy/sycophancy" in r for r in grpo if "eval/pass@1" in r)
     # the RLHF arm starts where the RLVR arm (grpo) starts, on prompts that all assert a wrong answer
     arm = records(run_dir / "sycophancy_ppo/metrics.jsonl")
     greedy = ["evals/sycophancy/greedy/sycophancy", "evals/sycophancy/greedy/accuracy"]
     assert [arm[0][k] for k in greedy] == [grpo[0][k] for k in greedy]
-    assert arm[1]["rollout/responses"] == 16 and "sycophancy_ppo: sycophancy rate" in report
+    assert arm[1]["rollout/responses"] == 16 and "| sycophancy_ppo | evals/sycophancy/greedy/sycophancy |" in report
 
 
 def test_grpo_killed_and_resumed_logs_what_an_uninterrupted_run_logs(run_dir, tmp_path):

@@ -26,8 +26,8 @@ from tests.integration.test_learner_precision import (
 )
 from tests.integration.test_rollout import prompts, train
 from trainers.align_config import ReferenceConfig
-from trainers.batches import TokenBatch
 from trainers.config import LearnerConfig
+from trainers.learners.batches import TokenBatch
 
 pytestmark = [pytest.mark.integration, pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]

@@ -11,9 +11,9 @@ from transformers import AutoModelForCausalLM
 from cluster.groups import start_learners
 from data.shards import PackedWindows
 from modeling.config import Precision
-from trainers.batches import TokenBatch
 from trainers.config import LearnerConfig, Optimizer, PretrainConfig
-from trainers.pretrain import run_pretrain
+from trainers.learners.batches import TokenBatch
+from trainers.loops.pretrain import run_pretrain
 
 pytestmark = pytest.mark.integration
 

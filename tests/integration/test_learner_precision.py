@@ -10,9 +10,9 @@ import torch
 
 from data.shards import PackedWindows
 from modeling.config import Precision
-from trainers.batches import TokenBatch
 from trainers.config import LearnerConfig
-from trainers.learner import Learner
+from trainers.learners.batches import TokenBatch
+from trainers.learners.learner import Learner
 
 pytestmark = pytest.mark.integration
 

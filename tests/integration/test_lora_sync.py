@@ -22,8 +22,8 @@ from tests.integration.test_rollout import (
     token_ids,
     train,
 )
-from trainers.batches import TokenBatch
 from trainers.config import LoraConfig, Regulariser
+from trainers.learners.batches import TokenBatch
 
 pytestmark = pytest.mark.integration
 LORA = LoraConfig(rank=8, alpha=16, targets=["q_proj", "v_proj"], omega=1e-3, regulariser=Regulariser.ewc)

@@ -14,7 +14,7 @@ from modeling.config import Precision
 from modeling.model import ModelHead
 from trainers.align_config import LossAggregation, ReferenceConfig
 from trainers.config import LearnerConfig, Optimizer
-from trainers.rl_batches import (
+from trainers.learners.rl_batches import (
     DpoBatch,
     PolicyBatch,
     PolicyLoss,
@@ -22,7 +22,7 @@ from trainers.rl_batches import (
     per_token,
     token_rows,
 )
-from trainers.rl_learner import CriticLearner, PolicyLearner
+from trainers.learners.rl_learner import CriticLearner, PolicyLearner
 
 pytestmark = pytest.mark.integration
 ONE = LearnerConfig(num_ranks=1, zero_stage=0, precision=Precision.fp32, optimizer=Optimizer.sgd, cpus_per_rank=0.5,
@@ -40,7 +40,7 @@ def rows(tiny_corpus):
 
 
 def summed_logprobs(group, tokens, mask, ranks) -> np.ndarray:
-    from trainers.alignment import policy_logprobs
+    from trainers.loops.alignment import policy_logprobs
     return (policy_logprobs(group, tokens, ranks) * mask).sum(1)
 
 
@@ -88,7 +88,7 @@ def test_reference_actor_matches_the_learners_and_dpo_starts_at_log_2(ray_cluste
     group = start_learners(cfg, str(tiny_corpus / "init"), 2, actor_class=PolicyLearner)
     ref = ReferenceActor(str(tiny_corpus / "init"), ReferenceConfig(batch_size=3, cpus=0.25), precision=Precision.fp32)
     try:
-        from trainers.batches import TokenBatch
+        from trainers.learners.batches import TokenBatch
         learner_lp = np.concatenate([np.stack(p) for p in group.sharded(
             TokenBatch(tokens, None, 0).split(2), lambda a, b: a.logprobs.remote(b), "logprobs")])
         np.testing.assert_allclose(ref.logprobs(tokens), learner_lp, atol=1e-5)

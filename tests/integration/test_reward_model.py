@@ -11,7 +11,7 @@ from modeling.config import Precision
 from modeling.model import ModelHead
 from rewards.config import RewardModelSpec
 from trainers.config import LearnerConfig
-from trainers.reward_model import EncodedPairs, pair_batch
+from trainers.loops.reward_model import EncodedPairs, pair_batch
 
 pytestmark = pytest.mark.integration
 LEARNER = LearnerConfig(num_ranks=2, zero_stage=2, precision=Precision.fp32, cpus_per_rank=0.5, threads_per_rank=1,

@@ -15,8 +15,8 @@ from data.tokenizer import load_tokenizer
 from modeling.config import Precision
 from rollout.config import EngineKind, RolloutConfig
 from rollout.types import Sampling
-from trainers.batches import TokenBatch
 from trainers.config import LearnerConfig
+from trainers.learners.batches import TokenBatch
 
 pytestmark = pytest.mark.integration
 ROLLOUT = RolloutConfig(num_workers=1, cpus_per_worker=0.5, timeout_s=300, kv_cache_gib=0.25)

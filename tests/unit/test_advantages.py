@@ -1,12 +1,18 @@
-"""trainers.advantages against values worked out by hand (arithmetic in the comments) or by brute force.
+"""trainers.losses.advantages against values worked out by hand (arithmetic in the comments) or by brute force.
 fp64 inputs stay fp64 inside the functions, so the tolerances are tight."""
 import math
 
 import pytest
 import torch
 
-from trainers.advantages import (discounted_returns, gae, group_advantages, reinforce_pp_baseline, rloo_advantages,
-                                 whiten)
+from trainers.losses.advantages import (
+    discounted_returns,
+    gae,
+    group_advantages,
+    reinforce_pp_baseline,
+    rloo_advantages,
+    whiten,
+)
 
 D = torch.float64
 NAN = float("nan")

@@ -9,11 +9,11 @@ from evals.config import Criterion
 from evals.report import checks_line, run_checks, stage_line, write_report
 from rollout.types import FinishReason, Rollout
 from trainers.align_config import GrpoConfig, KeepRule, PolicyUpdateConfig, RsftConfig
-from trainers.alignment import StepRows, minibatches, step_rows, step_tasks
-from trainers.grpo import group_filter
-from trainers.ppo import adaptive_kl_coef, token_rewards
-from trainers.rl_batches import PolicyBatch, per_token, token_rows
-from trainers.sft import kept_indices
+from trainers.learners.rl_batches import PolicyBatch, per_token, token_rows
+from trainers.loops.alignment import StepRows, minibatches, step_rows, step_tasks
+from trainers.loops.grpo import group_filter
+from trainers.loops.ppo import adaptive_kl_coef, token_rewards
+from trainers.loops.sft import kept_indices
 
 
 def test_token_rows_mask_the_response_targets_and_add_filler():

@@ -158,9 +158,9 @@ def test_each_stage_learner_gets_its_own_lr_floor_and_step_size(monkeypatch, tmp
     from contextlib import contextmanager
 
     import cluster.align_stages as stages
-    import trainers.grpo
-    import trainers.ppo
-    import trainers.sft
+    import trainers.loops.grpo
+    import trainers.loops.ppo
+    import trainers.loops.sft
     from cluster.run_dir import RunPaths
     seen = {}
 
@@ -170,7 +170,7 @@ def test_each_stage_learner_gets_its_own_lr_floor_and_step_size(monkeypatch, tmp
         yield None
 
     monkeypatch.setattr(stages, "alignment_roles", roles)
-    for module, loop in ((trainers.sft, "run_sft"), (trainers.grpo, "run_grpo"), (trainers.ppo, "run_ppo")):
+    for module, loop in ((trainers.loops.sft, "run_sft"), (trainers.loops.grpo, "run_grpo"), (trainers.loops.ppo, "run_ppo")):
         monkeypatch.setattr(module, loop, lambda *args, **kwargs: None)
     common = [f"model.path={policy_dir}", "tasks.train.count=50", "learner.min_lr_ratio=0.1", "ppo.update.lr=3e-5",
               "ppo.update.minibatch_size=32"]

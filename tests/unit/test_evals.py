@@ -228,7 +228,7 @@ def test_rag_tasks_put_retrieved_chunks_before_the_question_and_rollouts_keep_th
     from data.tasks import train_and_held_out
     from data.tokenizer import train_tokenizer
     from rollout.types import FinishReason, Rollout
-    from trainers.alignment import sample_rollouts
+    from trainers.loops.alignment import sample_rollouts
     corpus = tmp_path / "docs"
     corpus.mkdir()
     for i in range(10):

@@ -14,6 +14,8 @@ LAYERS = [                      # bottom first
     ["cluster"],                # the driver: config, Ray roles, the pipeline, the CLI
 ]
 LAYER = {package: level for level, packages in enumerate(LAYERS) for package in packages}
+SUBLAYERS = {"trainers": ["losses", "learners", "loops"]}   # bottom first; the package's own modules (its
+                                                            # config) sit below them all
 
 
 def modules() -> dict[str, Path]:
@@ -43,6 +45,14 @@ def imports(path: Path, known: dict[str, Path]) -> list[tuple[int, str]]:
     return sorted(out)
 
 
+def sublayer(module: str) -> int:
+    """0 for a package's own modules, else 1 + the index of its subpackage in SUBLAYERS."""
+    package, _, rest = module.partition(".")
+    order = SUBLAYERS.get(package, [])
+    sub = rest.partition(".")[0]
+    return 1 + order.index(sub) if sub in order else 0
+
+
 def upward_imports(known: dict[str, Path]) -> list[str]:
     bad = []
     for name, path in known.items():
@@ -52,6 +62,10 @@ def upward_imports(known: dict[str, Path]) -> list[str]:
             if other != package and LAYER[other] >= LAYER[package]:
                 bad.append(f"{path.relative_to(ROOT)}:{line} imports {target} ({package}, layer {LAYER[package]}, "
                            f"may import only {', '.join(p for p in LAYER if LAYER[p] < LAYER[package]) or 'itself'})")
+            elif other == package and sublayer(target) > sublayer(name):
+                below = ["its own modules"] + SUBLAYERS[package][:sublayer(name) - 1] if sublayer(name) else ["none of " + ", ".join(SUBLAYERS[package])]
+                bad.append(f"{path.relative_to(ROOT)}:{line} imports {target} (inside {package}: "
+                           f"{' < '.join(SUBLAYERS[package])}; {name} may import {', '.join(below)})")
     return bad
 
 
@@ -95,3 +109,17 @@ def test_the_check_sees_an_upward_import_inside_a_function(tmp_path, monkeypatch
     known["rollout.planted"] = planted
     monkeypatch.setattr(Path, "relative_to", lambda self, other: self)
     assert [b.split(" imports ")[1].split(" ")[0] for b in upward_imports(known)] == ["cluster.config"]
+
+
+def test_the_check_sees_a_loss_that_imports_a_learner(tmp_path, monkeypatch):
+    """Inside trainers, losses < learners < loops: a planted import of a learner in losses/ is caught, and one
+    of a loss in loops/ is not."""
+    known = modules()
+    planted, fine = tmp_path / "planted.py", tmp_path / "fine.py"
+    planted.write_text("from trainers.learners.learner import Learner\n")
+    fine.write_text("from trainers.losses.rl import policy_loss\nfrom trainers.config import LearnerConfig\n")
+    known["trainers.losses.planted"], known["trainers.loops.fine"] = planted, fine
+    monkeypatch.setattr(Path, "relative_to", lambda self, other: self)
+    assert [b.split(" imports ")[1] for b in upward_imports(known)] == [
+        "trainers.learners.learner (inside trainers: losses < learners < loops; trainers.losses.planted may import "
+        "its own modules)"]

@@ -7,7 +7,7 @@ import torch
 from modeling.config import ModelConfig
 from modeling.model import build_llama
 from trainers.config import LoraConfig
-from trainers.lora import (
+from trainers.learners.lora import (
     adapter_anchor,
     adapter_scale,
     adapter_state_dict,

@@ -5,8 +5,8 @@ import torch
 
 from rollout.reference_engine import next_token_distribution
 from rollout.types import Sampling
-from trainers.losses import token_nll
-from trainers.schedule import warmup_cosine
+from trainers.learners.schedule import warmup_cosine
+from trainers.losses.lm import token_nll
 
 
 def test_token_nll_matches_hand_computation():
@@ -52,7 +52,7 @@ def test_sampling_rejects_bad_values(bad):
 
 
 def test_bradley_terry_loss_by_hand():
-    from trainers.losses import bradley_terry_loss
+    from trainers.losses.lm import bradley_terry_loss
     chosen, rejected = torch.tensor([2.0, 0.0]), torch.tensor([1.0, 0.5])
     # -log sigma(d) = log(1 + e^-d), d = 1 and -0.5
     expected = [math.log(1 + math.exp(-1.0)), math.log(1 + math.exp(0.5))]

@@ -1,12 +1,21 @@
-"""trainers.rl_losses against values worked out by hand (arithmetic in the comments) or by brute force.
+"""trainers.losses.rl against values worked out by hand (arithmetic in the comments) or by brute force.
 fp64 inputs stay fp64 inside the functions, so the tolerances are tight."""
 import math
 
 import pytest
 import torch
 
-from trainers.rl_losses import (dpo_loss, entropy_from_logits, kl_k1, kl_k2, kl_k3, policy_loss, sequence_mean,
-                                token_mean, value_loss)
+from trainers.losses.rl import (
+    dpo_loss,
+    entropy_from_logits,
+    kl_k1,
+    kl_k2,
+    kl_k3,
+    policy_loss,
+    sequence_mean,
+    token_mean,
+    value_loss,
+)
 
 D = torch.float64
 

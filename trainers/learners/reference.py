@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from modeling.config import Precision
-from trainers.losses import token_logprobs
+from trainers.losses.lm import token_logprobs
 
 
 class ReferencePolicy:

@@ -21,11 +21,11 @@ from data.pairs import PreferencePair, pair_texts
 from data.shards import train_batch_indices
 from evals.metrics import MetricsLog, PhaseTimer
 from trainers.align_config import DpoConfig
-from trainers.alignment import finish_stage, policy_logprobs
-from trainers.batches import whole_calls
-from trainers.checkpoints import Checkpoints, DriverState, resume_stage
-from trainers.pretrain import save_checkpoint
-from trainers.rl_batches import DpoBatch, token_rows
+from trainers.learners.batches import whole_calls
+from trainers.learners.rl_batches import DpoBatch, token_rows
+from trainers.loops.alignment import finish_stage, policy_logprobs
+from trainers.loops.checkpoints import Checkpoints, DriverState, resume_stage
+from trainers.loops.pretrain import save_checkpoint
 
 log = logging.getLogger(__name__)
 

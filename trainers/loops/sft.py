@@ -25,7 +25,9 @@ from data.config import TasksConfig
 from data.tasks import Task, answer_ids
 from evals.metrics import MetricsLog, PhaseTimer
 from trainers.align_config import KeepRule, RsftConfig, SftConfig
-from trainers.alignment import (
+from trainers.learners.batches import TokenBatch
+from trainers.learners.rl_batches import token_rows
+from trainers.loops.alignment import (
     Roles,
     begin_stage,
     evaluate,
@@ -37,9 +39,7 @@ from trainers.alignment import (
     step_seed,
     step_tasks,
 )
-from trainers.batches import TokenBatch
-from trainers.checkpoints import Checkpoints, DriverState
-from trainers.rl_batches import token_rows
+from trainers.loops.checkpoints import Checkpoints, DriverState
 
 
 def sft_update(policy, prompts: list[list[int]], answers: list[list[int]], pad_id: int, ranks: int) -> tuple[float, int]:

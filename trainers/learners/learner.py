@@ -30,9 +30,9 @@ from rollout.weight_sync import (
     device_id,
     open_sender,
 )
-from trainers.batches import EvalSums, PairBatch, PairStepResult, StepResult, TokenBatch
 from trainers.config import LearnerConfig, Optimizer, Regulariser
-from trainers.lora import (
+from trainers.learners.batches import EvalSums, PairBatch, PairStepResult, StepResult, TokenBatch
+from trainers.learners.lora import (
     adapter_anchor,
     adapter_scale,
     adapter_state_dict,
@@ -43,8 +43,8 @@ from trainers.lora import (
     omega_l2,
     squared_gradients,
 )
-from trainers.losses import bradley_terry_loss, token_logprobs, token_nll
-from trainers.schedule import warmup_cosine
+from trainers.learners.schedule import warmup_cosine
+from trainers.losses.lm import bradley_terry_loss, token_logprobs, token_nll
 
 
 class Learner:

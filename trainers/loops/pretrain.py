@@ -19,9 +19,9 @@ from tqdm import tqdm
 from data.shards import PackedWindows, read_token_bytes, train_batch_indices
 from data.tokenizer import load_tokenizer
 from evals.metrics import MetricsLog, PhaseTimer, plot_curves, read_metrics
-from trainers.batches import TokenBatch
-from trainers.checkpoints import Checkpoints, DriverState, publish_dir, resume_stage
 from trainers.config import LearnerConfig, PretrainConfig, Regulariser
+from trainers.learners.batches import TokenBatch
+from trainers.loops.checkpoints import Checkpoints, DriverState, publish_dir, resume_stage
 
 
 @dataclass

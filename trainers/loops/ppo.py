@@ -25,9 +25,9 @@ from tqdm import tqdm
 from data.config import TasksConfig
 from data.tasks import Task
 from evals.metrics import MetricsLog, PhaseTimer
-from trainers.advantages import gae, whiten
 from trainers.align_config import KlPlacement, PpoConfig
-from trainers.alignment import (
+from trainers.learners.rl_batches import ValueBatch
+from trainers.loops.alignment import (
     Roles,
     begin_stage,
     evaluate,
@@ -42,9 +42,9 @@ from trainers.alignment import (
     step_tasks,
     update_policy,
 )
-from trainers.checkpoints import Checkpoints, DriverState
-from trainers.rl_batches import ValueBatch
-from trainers.rl_losses import kl_k1
+from trainers.loops.checkpoints import Checkpoints, DriverState
+from trainers.losses.advantages import gae, whiten
+from trainers.losses.rl import kl_k1
 
 KL_GAIN = 0.1   # Ziegler et al.'s K_beta: how fast the adaptive coefficient moves
 

@@ -22,9 +22,8 @@ from data.config import TasksConfig
 from data.tasks import Task
 from evals.metrics import MetricsLog, PhaseTimer
 from rollout.types import FinishReason, Rollout
-from trainers.advantages import group_advantages, reinforce_pp_baseline, rloo_advantages
 from trainers.align_config import AdvantageKind, GrpoConfig
-from trainers.alignment import (
+from trainers.loops.alignment import (
     Roles,
     begin_stage,
     evaluate,
@@ -37,7 +36,8 @@ from trainers.alignment import (
     step_tasks,
     update_policy,
 )
-from trainers.checkpoints import Checkpoints, DriverState
+from trainers.loops.checkpoints import Checkpoints, DriverState
+from trainers.losses.advantages import group_advantages, reinforce_pp_baseline, rloo_advantages
 
 ADVANTAGES = {  # rewards [G, n] -> advantages [G, n]
     AdvantageKind.grpo: lambda r: group_advantages(r, divide_by_std=True),

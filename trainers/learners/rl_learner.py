@@ -10,10 +10,17 @@ import numpy as np
 import torch
 
 from trainers.align_config import LossAggregation
-from trainers.learner import Learner
-from trainers.rl_batches import (DpoBatch, DpoStepResult, PolicyBatch, PolicyLoss, PolicyStepResult, ValueBatch,
-                                 ValueStepResult)
-from trainers.rl_losses import dpo_loss, entropy_from_logits, kl_k3, policy_loss, sequence_mean, token_mean, value_loss
+from trainers.learners.learner import Learner
+from trainers.learners.rl_batches import (
+    DpoBatch,
+    DpoStepResult,
+    PolicyBatch,
+    PolicyLoss,
+    PolicyStepResult,
+    ValueBatch,
+    ValueStepResult,
+)
+from trainers.losses.rl import dpo_loss, entropy_from_logits, kl_k3, policy_loss, sequence_mean, token_mean, value_loss
 
 
 class PolicyLearner(Learner):

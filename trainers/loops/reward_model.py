@@ -20,10 +20,10 @@ from data.config import Corruption
 from data.pairs import PreferencePair, pair_texts
 from data.shards import pad_rows, train_batch_indices
 from evals.metrics import MetricsLog, PhaseTimer, plot_curves, read_metrics
-from trainers.batches import PairBatch, whole_calls
-from trainers.checkpoints import Checkpoints, DriverState, publish_dir, resume_stage
 from trainers.config import LearnerConfig, RewardModelConfig
-from trainers.pretrain import save_checkpoint
+from trainers.learners.batches import PairBatch, whole_calls
+from trainers.loops.checkpoints import Checkpoints, DriverState, publish_dir, resume_stage
+from trainers.loops.pretrain import save_checkpoint
 
 log = logging.getLogger(__name__)
 
