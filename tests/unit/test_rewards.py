@@ -126,3 +126,21 @@ def test_critic_from_a_reward_model_reads_its_score_at_every_prefix(reward_model
     prefixes = worker.score([tokens[:1]] * 5, [tokens[1:t + 1] for t in range(1, 6)])
     assert values[1:].tolist() == pytest.approx(prefixes, abs=1e-5)
     assert len(set(np.round(prefixes, 4))) == 5
+
+
+def test_the_scalar_head_scores_in_fp32_under_bf16_autocast(reward_model_dir):
+    """Two answers that differ in one token: under bf16 autocast the backbone runs in bf16, but the head reads
+    its output in fp32, so the scores keep fp32's resolution (a bf16 head rounds them to 8 significant bits,
+    where Bradley-Terry pairs that differ in one number tied)."""
+    from modeling.model import load_reward_model
+    model = load_reward_model(reward_model_dir).eval()
+    rows = torch.tensor([[5, 6, 7, 21], [5, 6, 7, 22]])
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        hidden = model.model(input_ids=rows).last_hidden_state[:, -1]              # [2, H]
+        scores = model(input_ids=rows).logits[:, 0]                                # [2]
+        bf16_head = torch.nn.functional.linear(hidden, model.score.weight)[:, 0]   # what a plain Linear gives
+    exact = hidden.float() @ model.score.weight[0].double().float()
+    assert scores.dtype == torch.float32 and bf16_head.dtype == torch.bfloat16
+    assert scores.tolist() == pytest.approx(exact.tolist(), rel=1e-6, abs=1e-7)
+    assert (scores - exact).abs().max() < (bf16_head.float() - exact).abs().max() / 10
+    assert [n for n, _ in model.named_parameters() if n.startswith("score")] == ["score.weight"]  # names unchanged
