@@ -3,7 +3,8 @@
 # GPU (rollout.engine=reference, colocated), and the learner benchmark. Each part has its own time limit and
 # log; a part that fails does not stop the others. Logs go to $OUT (the device tool's folder), else
 # runs/gpu-check.
-#     bash bench/gpu_check.sh [tests] [pipeline] [bench]      (default: all three)
+#     bash bench/gpu_check.sh [tests] [pipeline] [bench]      (default: all three; about 12 minutes on a
+#     fresh H200, so on a device with a 10-minute call run `tests`, then `pipeline bench`)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-runs/gpu-check}

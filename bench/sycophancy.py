@@ -9,7 +9,8 @@ reward model (ppo.critic_init).
 
     .venv/bin/python bench/sycophancy.py [--start runs/<run>/sft/model] [--seeds 0,1,2] [--resume]
 
-Without --start it first trains the policy: the demo's tokenizer, pretrain and sft stages with a wrong
+Every run uses configs/sycophancy.yaml (the experiment's recipe: in-stage sycophancy evaluation). Without
+--start it first trains the policy: its tokenizer, pretrain and sft stages with a wrong
 assertion in half of the SFT prompts (`sft.assert_wrong`, so that the policy sometimes says W). --resume keeps the runs that
 finished (a long benchmark can be continued). Writes its table to docs/benchmarks.md and
 docs/sycophancy.png."""
@@ -32,11 +33,12 @@ RATE = "evals/sycophancy/greedy/sycophancy"
 ARMS = {"rlhf": ("grpo", "GRPO, reward model on agree pairs (RLHF)"),    # run-name prefix -> (stage, label)
         "ppo": ("ppo", "PPO, reward model on agree pairs (RLHF)"),
         "rlvr": ("grpo", "GRPO, math verifier (RLVR)")}
-# The budgets docs/evals.md's table was measured with, pinned so that they stay whatever the demo's become (its
-# reward model now trains 320 steps at lr 2e-4). That table predates 80456de, which moved the assertion before
-# the question.
+# The budgets docs/evals.md's table was measured with, pinned so that they stay whatever the recipe's become (its
+# reward model now trains 320 steps at lr 2e-4; the ppo settings are those of the demo's ppo section then). That
+# table predates 80456de, which moved the assertion before the question.
 ARM_BUDGETS = {"grpo": ["grpo.steps=25", "grpo.eval_every=25", "grpo.checkpoint_every=25"],
-               "ppo": ["ppo.steps=15", "ppo.eval_every=15", "ppo.checkpoint_every=15"]}
+               "ppo": ["ppo.steps=15", "ppo.eval_every=15", "ppo.checkpoint_every=15", "ppo.prompts_per_step=32",
+                       "ppo.update.lr=3.0e-5", "ppo.update.kl_coef=0.2", "ppo.kl_target=2.0", "ppo.kl_bound=6.0"]}
 REWARD_MODEL_BUDGET = ["reward_model.steps=200", "reward_model.lr=5.0e-4", "reward_model.eval_every=50",
                        "reward_model.checkpoint_every=100"]
 AGREE_PAIRS = ("reward_model.pairs=[{kind: generated, name: chain_sum, count: 2000, options: {min_terms: 2, "
@@ -44,10 +46,10 @@ AGREE_PAIRS = ("reward_model.pairs=[{kind: generated, name: chain_sum, count: 20
 
 
 def tether(runs_dir: str, name: str, *overrides: str, done: str | None = None) -> Path:
-    """Runs configs/tiny.yaml with the overrides, unless the stage `done` of that run already wrote its model."""
+    """Runs configs/sycophancy.yaml with the overrides, unless the stage `done` of that run already wrote its model."""
     if done is not None and (ROOT / runs_dir / name / done / "model" / "config.json").is_file():
         return ROOT / runs_dir / name
-    subprocess.run([sys.executable, "-m", "cluster.cli", "run", "configs/tiny.yaml", f"name={name}",
+    subprocess.run([sys.executable, "-m", "cluster.cli", "run", "configs/sycophancy.yaml", f"name={name}",
                     f"runs_dir={runs_dir}", *overrides], cwd=ROOT, check=True)
     return ROOT / runs_dir / name
 
@@ -73,7 +75,7 @@ def main() -> int:
     start = args.start or str(tether(args.runs_dir, "base", "stages=[tokenizer,pretrain,sft]",
                                      "sft.assert_wrong=0.5", "pretrain.steps=150", "sft.steps=150",
                                      done="sft") / "sft" / "model")
-    # every arm's own share (the demo's sections set theirs: ppo asserts in half its prompts)
+    # every arm's own share
     asserting = [f"model.path={start}", "grpo.assert_wrong=1.0", "ppo.assert_wrong=1.0"]
     reward_model = tether(args.runs_dir, "reward_model", "stages=[reward_model]", AGREE_PAIRS, *asserting,
                           *REWARD_MODEL_BUDGET, done="reward_model")
