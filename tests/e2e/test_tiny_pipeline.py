@@ -31,6 +31,7 @@ SHORT = ["tokenizer.vocab_size=512", "tokenizer.train_chars=2000000", "model.hid
          "dpo.steps=2", "dpo.eval_every=1", "dpo.checkpoint_every=2", "dpo.max_len=128", "eval.prompts=16",
          "sycophancy_ppo.steps=1", "sycophancy_ppo.prompts_per_step=4", "sycophancy_ppo.update.minibatch_size=16",
          "sycophancy_ppo.eval_every=1", "sycophancy_ppo.checkpoint_every=1", "sycophancy_ppo.assert_wrong=1.0",
+         "sycophancy_ppo.samples_per_prompt=4",
          "stages=[tokenizer,pretrain,sft,reward_model,grpo,sycophancy_ppo,rsft,ppo,dpo]", "eval.suites=[sycophancy]",
          "eval.in_stages=true", "eval.temperatures=[1.0]", "eval.samples=2", "eval.k=[1]", "eval.max_new_tokens=16"]
 ALIGNMENT = ["sft", "grpo", "sycophancy_ppo", "rsft", "ppo", "dpo"]
