@@ -92,12 +92,15 @@ def test_alignment_stages_write_metrics_plots_models_and_the_report(run_dir):
             assert (run_dir / stage / path).exists(), f"{stage}/{path}"
     grpo = records(run_dir / "grpo/metrics.jsonl")
     assert [r["step"] for r in grpo] == [0, 1, 2] and "eval/pass@1" in grpo[0] and "eval/pass@2" in grpo[-1]
-    assert {"reward/mean", "verifier/math/pass_rate", "policy/kl_to_ref", "policy/entropy", "policy/clip_fraction",
+    assert {"reward/mean", "verifier/math/pass_rate", "policy/entropy", "policy/clip_fraction",
             "policy/approx_kl", "rollout/response_tokens", "rollout/tokens_per_s", "time/generate", "time/update",
             "time/sync"} <= set(grpo[1])
-    assert grpo[1]["policy/kl_to_ref"] == pytest.approx(0.0, abs=1e-6)  # pi_ref is the starting policy
+    # no KL term (kl_coef 0): the reference runs only at the evaluating step, where KL to pi_ref is still logged
+    assert "time/reference" not in grpo[1] and "policy/kl_to_ref" not in grpo[1]
+    assert "time/reference" in grpo[2] and 0.0 <= grpo[2]["policy/kl_to_ref"] < 0.1
     ppo = records(run_dir / "ppo/metrics.jsonl")
     assert {"ppo/kl_per_response", "critic/loss", "reward/model_score"} <= set(ppo[1])
+    assert ppo[1]["policy/kl_to_ref"] == pytest.approx(0.0, abs=1e-6)    # pi_ref is the starting policy
     assert ppo[1]["rollout/responses"] == 16                   # 4 prompts x ppo.samples_per_prompt
     assert "eval/reward_model_score" in ppo[0] and "eval/reward_model_score" in ppo[-1]
     assert records(run_dir / "rsft/metrics.jsonl")[-1]["rsft/kept"] == 16  # keep=passing, min_reward 0: all

@@ -11,7 +11,7 @@ from rollout.types import FinishReason, Rollout
 from trainers.align_config import GrpoConfig, KeepRule, PolicyUpdateConfig, RsftConfig
 from trainers.learners.rl_batches import PolicyBatch, per_token, token_rows
 from trainers.loops.alignment import StepRows, minibatches, step_rows, step_tasks
-from trainers.loops.grpo import group_filter
+from trainers.loops.grpo import group_filter, needs_reference
 from trainers.loops.ppo import adaptive_kl_coef, token_rewards
 from trainers.loops.sft import kept_indices
 
@@ -63,6 +63,13 @@ def test_group_filter_drops_uniform_groups_and_truncated_responses():
     assert group_filter(rewards, rollouts, GrpoConfig(dynamic_sampling=True)).tolist() == [False, False, True, True]
     assert group_filter(rewards, rollouts, GrpoConfig(dynamic_sampling=True, overlong_filter=True)).tolist() == \
         [False, False, False, True]
+
+
+def test_grpo_runs_the_reference_only_for_a_kl_term_or_an_evaluation():
+    without = GrpoConfig(steps=10, eval_every=4, update=PolicyUpdateConfig(kl_coef=0.0))
+    assert [s for s in range(1, 11) if needs_reference(without, s)] == [4, 8, 10]   # the evaluations, and the end
+    with_kl = GrpoConfig(steps=10, eval_every=4, update=PolicyUpdateConfig(kl_coef=0.01))
+    assert all(needs_reference(with_kl, s) for s in range(1, 11))
 
 
 def test_ppo_token_rewards_put_the_score_on_the_last_response_token():

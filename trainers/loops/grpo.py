@@ -58,6 +58,12 @@ def group_filter(rewards: np.ndarray, rollouts: list[Rollout], cfg: GrpoConfig) 
     return keep
 
 
+def needs_reference(cfg: GrpoConfig, step: int) -> bool:
+    """Whether step `step` (1-based) runs the reference forward: always for a KL term in the loss; without one
+    (kl_coef 0) only at the steps that evaluate, so that KL to pi_ref is still logged there."""
+    return cfg.update.kl_coef > 0 or step % cfg.eval_every == 0 or step == cfg.steps
+
+
 def run_grpo(roles: Roles, cfg: GrpoConfig, tasks_cfg: TasksConfig, train: list[Task], held_out: list[Task],
              ranks: int, tokenizer, stage_dir: Path, seed: int, resume: bool) -> Path | None:
     """Trains to cfg.steps; returns the published policy dir, or None if stopped early (stop_after_steps)."""
@@ -84,7 +90,7 @@ def run_grpo(roles: Roles, cfg: GrpoConfig, tasks_cfg: TasksConfig, train: list[
         if keep.any():
             kept = [r for r, k in zip(rollouts, keep) if k]
             rows = step_rows(kept, list(advantages[keep]), tokenizer.pad_token_id, cfg.update.minibatch_size)
-            if roles.reference is not None:
+            if roles.reference is not None and needs_reference(cfg, state.step + 1):
                 with timer("reference"):
                     rows.ref_logprobs = roles.reference.logprobs(rows.tokens) * rows.loss_mask
             with timer("update"):
