@@ -149,14 +149,16 @@ def update_policy(policy, rows: StepRows, cfg: PolicyUpdateConfig, ranks: int, s
         results += policy.sharded(batch.split(ranks), lambda a, b: a.train_policy.remote(b, spec), "policy update")
     tokens = max(1, sum(r.tokens for r in results))
     steps = max(1, len(results) // ranks)
-    return {"policy/loss": sum(r.loss_sum for r in results) / steps,
-            "policy/entropy": sum(r.entropy_sum for r in results) / tokens,
-            "policy/clip_fraction": sum(r.clipped_sum for r in results) / tokens,
-            "policy/approx_kl": sum(r.approx_kl_sum for r in results) / tokens,
-            "policy/kl_to_ref": sum(r.ref_kl_sum for r in results) / tokens,
-            "policy/grad_norm": results[-1].grad_norm if results else 0.0,
-            "policy/lr": results[-1].lr if results else 0.0,
-            "policy/optimizer_steps": steps}
+    record = {"policy/loss": sum(r.loss_sum for r in results) / steps,
+              "policy/entropy": sum(r.entropy_sum for r in results) / tokens,
+              "policy/clip_fraction": sum(r.clipped_sum for r in results) / tokens,
+              "policy/approx_kl": sum(r.approx_kl_sum for r in results) / tokens,
+              "policy/grad_norm": results[-1].grad_norm if results else 0.0,
+              "policy/lr": results[-1].lr if results else 0.0,
+              "policy/optimizer_steps": steps}
+    if rows.ref_logprobs is not None:              # measured only where the reference ran
+        record["policy/kl_to_ref"] = sum(r.ref_kl_sum for r in results) / tokens
+    return record
 
 
 def begin_stage(roles: Roles, checkpoints: Checkpoints, log: MetricsLog, stage: str, resume: bool,
