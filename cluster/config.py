@@ -270,6 +270,7 @@ def validate(job: JobConfig) -> None:
     need(lr.warmup_steps < p.steps, f"learner.warmup_steps={lr.warmup_steps} must be below pretrain.steps={p.steps}")
     ro = job.rollout
     need(ro.num_workers >= 1, "rollout.num_workers: must be >= 1")
+    need(ro.threads_per_worker is None or ro.threads_per_worker >= 1, "rollout.threads_per_worker: must be >= 1 or null")
     need(ro.dtype in ("float32", "bfloat16"), f"rollout.dtype={ro.dtype}: allowed float32, bfloat16")
     need(ro.tensor_parallel_size == 1 or ro.gpus_per_worker >= ro.tensor_parallel_size,
          f"rollout.tensor_parallel_size={ro.tensor_parallel_size} needs rollout.gpus_per_worker >= it")

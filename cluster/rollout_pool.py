@@ -27,7 +27,8 @@ MAX_RESTARTS_PER_CALL = 3
 
 
 def worker_env(cfg: RolloutConfig) -> dict[str, str]:
-    return {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "OMP_NUM_THREADS": str(max(1, int(cfg.cpus_per_worker))), "TOKENIZERS_PARALLELISM": "false",
+    threads = cfg.threads_per_worker or max(1, int(cfg.cpus_per_worker))
+    return {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "OMP_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false",
             "HF_HUB_OFFLINE": "1"}
 
 

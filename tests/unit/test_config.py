@@ -40,6 +40,11 @@ def test_a_bad_check_names_itself(check, message):
     assert message in error(f"checks=[{check}]")
 
 
+def test_rollout_threads_must_be_positive():
+    assert "rollout.threads_per_worker: must be >= 1 or null" in error("rollout.threads_per_worker=0")
+    assert load_job_config(None, ["rollout.threads_per_worker=2"]).rollout.threads_per_worker == 2
+
+
 def test_unknown_key_names_key_and_allowed():
     msg = error("learner.zero_stag=2")
     assert "learner.zero_stag" in msg and "zero_stage" in msg

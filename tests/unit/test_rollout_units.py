@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from cluster.rollout_pool import fit_prompts, spread_by_load
-from rollout.config import PromptOverflow
+from cluster.rollout_pool import fit_prompts, spread_by_load, worker_env
+from rollout.config import PromptOverflow, RolloutConfig
 from rollout.types import Sampling
 from rollout.weight_sync import TensorSpec, plan_buckets
 
@@ -13,6 +13,13 @@ def test_spread_by_load_balances_outstanding_tokens():
     assert sorted(i for s in shares for i in s) == list(range(8))
     assert loads == [120, 120]
     assert spread_by_load([5, 5], 3)[2] == []
+
+
+def test_a_worker_computes_on_its_threads_else_on_its_reserved_cpus():
+    assert worker_env(RolloutConfig(cpus_per_worker=1.0))["OMP_NUM_THREADS"] == "1"
+    assert worker_env(RolloutConfig(cpus_per_worker=0.5))["OMP_NUM_THREADS"] == "1"      # at least one
+    assert worker_env(RolloutConfig(cpus_per_worker=4.0))["OMP_NUM_THREADS"] == "4"
+    assert worker_env(RolloutConfig(cpus_per_worker=1.0, threads_per_worker=2))["OMP_NUM_THREADS"] == "2"
 
 
 def test_fit_prompts_truncates_left_or_rejects():
