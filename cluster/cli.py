@@ -114,13 +114,7 @@ def _report(run_dir: str) -> int:
 
 def _plan(config: str, overrides: list[str], given: str | None) -> int:
     from cluster.config import load_job_config
-    from cluster.plan import (
-        cluster_resources,
-        format_plan,
-        local_resources,
-        plan_problems,
-        plan_roles,
-    )
+    from cluster.plan import cluster_resources, format_plan, local_resources, plan_problems, plan_roles
     from cluster.ray_cluster import cluster_address, connect
     job = load_job_config(config, overrides)
     address = cluster_address(job.cluster)

@@ -12,13 +12,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
-from data.config import (
-    CorpusConfig,
-    PairSourceKind,
-    TaskKind,
-    TasksConfig,
-    TokenizerConfig,
-)
+from data.config import CorpusConfig, PairSourceKind, TaskKind, TasksConfig, TokenizerConfig
 from data.knowledge import KnowledgeConfig, check_knowledge
 from data.tokenizer import SPECIAL_TOKENS
 from evals.config import Criterion, EvalConfig
@@ -36,12 +30,7 @@ from trainers.align_config import (
     RsftConfig,
     SftConfig,
 )
-from trainers.config import (
-    LearnerConfig,
-    PretrainConfig,
-    Regulariser,
-    RewardModelConfig,
-)
+from trainers.config import LearnerConfig, PretrainConfig, Regulariser, RewardModelConfig
 from verifiers.config import VerifierPoolConfig
 from verifiers.registry import bind
 

@@ -9,19 +9,9 @@ import time
 from pathlib import Path
 
 from cluster.align_stages import ALIGNMENT_STAGES
-from cluster.config import (
-    JobConfig,
-    Stage,
-)
+from cluster.config import JobConfig, Stage
 from cluster.plan import check_plan, plan_roles
-from cluster.run_dir import (
-    RunDirError,
-    RunPaths,
-    check_run_dir,
-    policy_model,
-    prepare_run_dir,
-    stage_done,
-)
+from cluster.run_dir import RunDirError, RunPaths, check_run_dir, policy_model, prepare_run_dir, stage_done
 
 
 def run_pipeline(job: JobConfig) -> RunPaths:
@@ -51,11 +41,11 @@ def run_pipeline(job: JobConfig) -> RunPaths:
 
 def report_run(job: JobConfig, run_dir: Path):
     """(Re)writes <run>/report.md from what the run's stages logged; returns it and the checks' results."""
-    from evals.report import read_timings, run_checks, write_report
-    stages = [s.value for s in job.stages]
+    from evals.report import read_timings, run_checks, stage_metrics, write_report
+    found = stage_metrics(run_dir, [s.value for s in job.stages])
     kl_bounds = {s.value: cfg.kl_bound for s, cfg in job.ppo_sections.items() if s in job.stages}
-    checks = run_checks(run_dir, stages, job.checks, kl_bounds)
-    return write_report(run_dir, stages, read_timings(run_dir), checks), checks
+    checks = run_checks(found, job.checks, kl_bounds)
+    return write_report(run_dir, found, read_timings(run_dir), checks), checks
 
 
 def tokenizer_stage(job: JobConfig, paths: RunPaths) -> None:

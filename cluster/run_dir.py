@@ -8,15 +8,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from cluster.config import (
-    POLICY_STAGES,
-    STAGE_ORDER,
-    ConfigError,
-    JobConfig,
-    Stage,
-    load_job_config,
-    to_yaml,
-)
+from cluster.config import POLICY_STAGES, STAGE_ORDER, ConfigError, JobConfig, Stage, load_job_config, to_yaml
 
 
 @dataclass

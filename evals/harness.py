@@ -18,14 +18,7 @@ from tqdm import tqdm
 
 from evals.config import COUNTS, EvalConfig, PromptMode, Suite
 from evals.metrics import png
-from evals.suites import (
-    EvalItem,
-    fact_items,
-    facts_retriever,
-    math_items,
-    suite_rows,
-    sycophancy_items,
-)
+from evals.suites import EvalItem, fact_items, facts_retriever, math_items, suite_rows, sycophancy_items
 from rollout.types import Sampling
 from verifiers.config import VerifierSpec
 

@@ -67,20 +67,28 @@ def stage_rows(stage: str, records: list[dict]) -> list[str]:
 @dataclass(frozen=True)
 class CheckResult:
     met: bool
-    text: str
-    """What was measured and the criterion it was held to."""
+    measured: str
+    """What was measured (or that nothing was)."""
+    criterion: str
+    """The bound it was held to."""
 
     def line(self) -> str:
-        return f"{'met' if self.met else 'MISSED'}: {self.text}"
+        return f"{'met' if self.met else 'MISSED'}: {self.measured}; criterion: {self.criterion}"
 
 
-def write_report(run_dir: Path, stages: list[str], seconds: dict[str, float], checks: list[CheckResult]) -> Path:
-    """stages: in pipeline order; seconds: wall time per stage this invocation ran; checks: the run's criteria,
-    each met or missed (run_checks)."""
-    found = {stage: read_metrics(run_dir / stage / "metrics.jsonl") for stage in stages
-             if (run_dir / stage / "metrics.jsonl").is_file()}
+def stage_metrics(run_dir: Path, stages: list[str]) -> dict[str, list[dict]]:
+    """Each stage's metrics.jsonl records, in pipeline order ([] for a stage that logged none)."""
+    return {stage: read_metrics(run_dir / stage / "metrics.jsonl") if (run_dir / stage / "metrics.jsonl").is_file()
+            else [] for stage in stages}
+
+
+def write_report(run_dir: Path, found: dict[str, list[dict]], seconds: dict[str, float],
+                 checks: list[CheckResult]) -> Path:
+    """found: stage_metrics (pipeline order); seconds: wall time per stage this invocation ran; checks: the run's
+    criteria, each met or missed (run_checks)."""
+    stages = list(found)
     lines = [f"# Report: {run_dir.name}", "", "| stage | held-out, start -> end | seconds |", "|---|---|---|"]
-    lines += [f"| {s} | {headline(s, found.get(s, []))} | {seconds[s]:.1f} |" for s in stages if s in seconds]
+    lines += [f"| {s} | {headline(s, found[s])} | {seconds[s]:.1f} |" for s in stages if s in seconds]
     lines += [f"| total | | {sum(seconds[s] for s in stages if s in seconds):.1f} |", "", "## Curves", ""]
     for stage in stages:
         lines += [f"![{stage} {png}]({stage}/{png})" for png in PLOTS if (run_dir / stage / png).is_file()]
@@ -89,7 +97,7 @@ def write_report(run_dir: Path, stages: list[str], seconds: dict[str, float], ch
     lines += ["", "## Held-out measures, at each stage's start and end", "",
               "| stage | measure | start | end | change |", "|---|---|---|---|---|"]
     for stage in stages:
-        lines += stage_rows(stage, found.get(stage, []))
+        lines += stage_rows(stage, found[stage])
     out = run_dir / "report.md"
     tmp = out.with_name("report.md.tmp")
     tmp.write_text("\n".join(lines) + "\n")
@@ -97,12 +105,10 @@ def write_report(run_dir: Path, stages: list[str], seconds: dict[str, float], ch
     return out
 
 
-def run_checks(run_dir: Path, stages: list[str], criteria: list[Criterion],
+def run_checks(records: dict[str, list[dict]], criteria: list[Criterion],
                kl_bounds: dict[str, float]) -> list[CheckResult]:
-    """Each criterion of a stage in `stages` (a stage that logged nothing misses its criteria), then each PPO
-    stage's bound on the KL per response (kl_bounds)."""
-    records = {stage: read_metrics(run_dir / stage / "metrics.jsonl") if (run_dir / stage / "metrics.jsonl").is_file()
-               else [] for stage in stages}
+    """Each criterion of a stage in `records` (stage_metrics; a stage that logged nothing misses its criteria),
+    then each PPO stage's bound on the KL per response (kl_bounds)."""
     results = [check_criterion(c, records[c.stage]) for c in criteria if c.stage in records]
     for stage, bound in kl_bounds.items():
         if stage in records:
@@ -114,25 +120,24 @@ def check_criterion(criterion: Criterion, records: list[dict]) -> CheckResult:
     wanted = " and ".join(f"{of} {op} {value:{'+' if of == 'change' else ''}.4g}" for of, op, value in criterion.bounds())
     pair = first_last(records, criterion.measure)
     if pair is None:
-        return CheckResult(False, f"{criterion.stage} {criterion.measure} was not measured; criterion: {wanted}")
+        return CheckResult(False, f"{criterion.stage} {criterion.measure} was not measured", wanted)
     start, end = pair
     value = {"change": end - start, "end": end}
     met = all(value[of] >= bound if op == ">=" else value[of] <= bound for of, op, bound in criterion.bounds())
-    return CheckResult(met, f"{criterion.stage} {criterion.measure} {start:.4g} -> {end:.4g} ({end - start:+.4g}); "
-                            f"criterion: {wanted}")
+    return CheckResult(met, f"{criterion.stage} {criterion.measure} {start:.4g} -> {end:.4g} ({end - start:+.4g})", wanted)
 
 
 def check_kl(stage: str, records: list[dict], bound: float) -> CheckResult:
     kl = [r["ppo/kl_per_response"] for r in records if "ppo/kl_per_response" in r]
+    wanted = f"at most {bound:g} nats"
     if not kl:
-        return CheckResult(False, f"{stage} ppo/kl_per_response was not measured; criterion: at most {bound:g} nats")
-    return CheckResult(max(kl) <= bound, f"{stage} largest KL per response {max(kl):.3f} nats; "
-                                         f"criterion: at most {bound:g} nats")
+        return CheckResult(False, f"{stage} ppo/kl_per_response was not measured", wanted)
+    return CheckResult(max(kl) <= bound, f"{stage} largest KL per response {max(kl):.3f} nats", wanted)
 
 
 def checks_line(checks: list[CheckResult]) -> str:
     """The summary a run ends with: how many checks were met and which were missed."""
-    missed = [c.text.split(";")[0] for c in checks if not c.met]
+    missed = [c.measured for c in checks if not c.met]
     return (f"checks: {len(checks) - len(missed)} met, {len(missed)} MISSED"
             + (f" ({'; '.join(missed)})" if missed else ""))
 

@@ -32,8 +32,7 @@ class RolloutConfig:
     """CPUs Ray reserves per worker."""
     threads_per_worker: Optional[int] = None
     """Compute threads of each worker's engine (OMP_NUM_THREADS); None: cpus_per_worker, at least 1. The roles take
-    turns, so a worker may use more threads than Ray reserves for it: on this 2-core CPU raw vLLM generated 4.2k
-    tokens/s on 1 thread and 6.0k on 2 (the demo's model, 64 prompts x 128 tokens, fp32)."""
+    turns (generate, score, train), so a worker may use more threads than Ray reserves for it."""
     gpus_per_worker: float = 0.0
     """GPUs Ray reserves per worker (tensor_parallel_size on GPU)."""
     dtype: str = "float32"

@@ -28,13 +28,7 @@ from fractions import Fraction
 from tokenize import TokenError
 
 import sympy
-from sympy.parsing.sympy_parser import (
-    auto_number,
-    auto_symbol,
-    implicit_multiplication,
-    parse_expr,
-    rationalize,
-)
+from sympy.parsing.sympy_parser import auto_number, auto_symbol, implicit_multiplication, parse_expr, rationalize
 
 from verifiers.types import Sample, Verdict
 

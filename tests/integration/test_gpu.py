@@ -19,11 +19,7 @@ from rewards.config import RewardModelSpec
 from rollout.config import EngineKind, RolloutConfig
 from rollout.types import Sampling
 from rollout.weight_sync import Route
-from tests.integration.test_learner_precision import (
-    dtypes_seen,
-    losses,
-    run_in_fresh_process,
-)
+from tests.integration.test_learner_precision import dtypes_seen, losses, run_in_fresh_process
 from tests.integration.test_rollout import prompts, train
 from trainers.align_config import ReferenceConfig
 from trainers.config import LearnerConfig

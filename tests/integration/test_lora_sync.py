@@ -14,14 +14,7 @@ from cluster.groups import start_learners
 from cluster.rollout_pool import RolloutPool
 from data.shards import PackedWindows
 from data.tokenizer import load_tokenizer
-from tests.integration.test_rollout import (
-    GREEDY,
-    LEARNER,
-    ROLLOUT,
-    prompts,
-    token_ids,
-    train,
-)
+from tests.integration.test_rollout import GREEDY, LEARNER, ROLLOUT, prompts, token_ids, train
 from trainers.config import LoraConfig, Regulariser
 from trainers.learners.batches import TokenBatch
 

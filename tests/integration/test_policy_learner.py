@@ -14,14 +14,7 @@ from modeling.config import Precision
 from modeling.model import ModelHead
 from trainers.align_config import LossAggregation, ReferenceConfig
 from trainers.config import LearnerConfig, Optimizer
-from trainers.learners.rl_batches import (
-    DpoBatch,
-    PolicyBatch,
-    PolicyLoss,
-    ValueBatch,
-    per_token,
-    token_rows,
-)
+from trainers.learners.rl_batches import DpoBatch, PolicyBatch, PolicyLoss, ValueBatch, per_token, token_rows
 from trainers.learners.rl_learner import CriticLearner, PolicyLearner
 
 pytestmark = pytest.mark.integration

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from evals.config import Criterion
-from evals.report import checks_line, run_checks, stage_line, write_report
+from evals.report import checks_line, run_checks, stage_line, stage_metrics, write_report
 from rollout.types import FinishReason, Rollout
 from trainers.align_config import GrpoConfig, KeepRule, PolicyUpdateConfig, RsftConfig
 from trainers.learners.rl_batches import PolicyBatch, per_token, token_rows
@@ -112,7 +112,8 @@ def test_report_tables_and_checks(tmp_path):
                 Criterion("ppo", "eval/reward_model_score", end_at_least=0.5, change_at_most=1.5),
                 Criterion("ppo", "eval/pass@1", change_at_least=0.0),            # never measured: missed
                 Criterion("dpo", "eval/preference_accuracy", end_at_least=0.9)]  # dpo did not run: not checked
-    checks = run_checks(tmp_path, ["grpo", "ppo"], criteria, {"ppo": 1.0})
+    found = stage_metrics(tmp_path, ["grpo", "ppo"])
+    checks = run_checks(found, criteria, {"ppo": 1.0})
     assert [c.line() for c in checks] == [
         "met: grpo eval/pass@1 0.25 -> 0.4 (+0.15); criterion: change >= +0.15",
         "MISSED: grpo eval/pass@1 0.25 -> 0.4 (+0.15); criterion: change >= +0.16",
@@ -121,8 +122,8 @@ def test_report_tables_and_checks(tmp_path):
         "MISSED: ppo largest KL per response 1.500 nats; criterion: at most 1 nats"]
     assert checks_line(checks) == ("checks: 2 met, 3 MISSED (grpo eval/pass@1 0.25 -> 0.4 (+0.15); "
                                    "ppo eval/pass@1 was not measured; ppo largest KL per response 1.500 nats)")
-    assert run_checks(tmp_path, ["grpo", "ppo"], [], {"ppo": 1.5})[0].met          # the bound is inclusive
-    text = write_report(tmp_path, ["grpo", "ppo"], {"grpo": 10.0, "ppo": 5.5}, checks).read_text()
+    assert run_checks(found, [], {"ppo": 1.5})[0].met                               # the bound is inclusive
+    text = write_report(tmp_path, found, {"grpo": 10.0, "ppo": 5.5}, checks).read_text()
     assert "| grpo | eval/pass@1 | 0.25 | 0.4 | +0.15 |" in text and "| total | | 15.5 |" in text
     assert text.splitlines()[4] == "| grpo | eval/pass@1 0.25 -> 0.4 (+0.15) | 10.0 |"      # the summary opens it
     assert text.index("## Curves") < text.index("## Checks") < text.index("## Held-out measures")

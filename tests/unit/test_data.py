@@ -5,13 +5,7 @@ import pytest
 
 from data.config import SourceConfig, SourceKind
 from data.corpus import _running_sums, format_answer, iter_documents, problems
-from data.shards import (
-    PackedWindows,
-    pack_corpus,
-    read_meta,
-    read_token_bytes,
-    train_batch_indices,
-)
+from data.shards import PackedWindows, pack_corpus, read_meta, read_token_bytes, train_batch_indices
 from data.tokenizer import (
     ASSISTANT,
     BOS,

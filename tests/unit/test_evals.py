@@ -7,13 +7,7 @@ import re
 import numpy as np
 import pytest
 
-from data.knowledge import (
-    KnowledgeConfig,
-    fact_samples,
-    make_knowledge_base,
-    training_documents,
-    write_corpus,
-)
+from data.knowledge import KnowledgeConfig, fact_samples, make_knowledge_base, training_documents, write_corpus
 from data.rag import (
     BM25,
     Chunk,
@@ -26,15 +20,7 @@ from data.rag import (
     reciprocal_rank_fusion,
 )
 from evals.config import ONE_DIGIT_SUMS, EvalConfig, PromptMode, Suite
-from evals.harness import (
-    EvalRow,
-    fact_measures,
-    math_measures,
-    pass_at_k,
-    setting_name,
-    sycophancy_measures,
-    table,
-)
+from evals.harness import EvalRow, fact_measures, math_measures, pass_at_k, setting_name, sycophancy_measures, table
 from evals.suites import COT_PROMPT, math_items, sycophancy_items
 from verifiers.facts import fact_claims
 from verifiers.types import Sample

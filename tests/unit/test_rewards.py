@@ -139,7 +139,7 @@ def test_the_scalar_head_scores_in_fp32_under_bf16_autocast(reward_model_dir):
         hidden = model.model(input_ids=rows).last_hidden_state[:, -1]              # [2, H]
         scores = model(input_ids=rows).logits[:, 0]                                # [2]
         bf16_head = torch.nn.functional.linear(hidden, model.score.weight)[:, 0]   # what a plain Linear gives
-    exact = hidden.float() @ model.score.weight[0].double().float()
+    exact = hidden.float() @ model.score.weight[0]                                 # [2], fp32
     assert scores.dtype == torch.float32 and bf16_head.dtype == torch.bfloat16
     assert scores.tolist() == pytest.approx(exact.tolist(), rel=1e-6, abs=1e-7)
     assert (scores - exact).abs().max() < (bf16_head.float() - exact).abs().max() / 10

@@ -16,20 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from modeling.model import (
-    ModelHead,
-    compile_blocks,
-    computes_in_bf16,
-    load_model,
-    role_device,
-)
-from rollout.weight_sync import (
-    BucketSender,
-    DeviceId,
-    TensorSpec,
-    device_id,
-    open_sender,
-)
+from modeling.model import ModelHead, compile_blocks, computes_in_bf16, load_model, role_device
+from rollout.weight_sync import BucketSender, DeviceId, TensorSpec, device_id, open_sender
 from trainers.config import LearnerConfig, Optimizer, Regulariser
 from trainers.learners.batches import EvalSums, PairBatch, PairStepResult, StepResult, TokenBatch
 from trainers.learners.lora import (

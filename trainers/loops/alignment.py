@@ -19,13 +19,7 @@ from evals.metrics import MetricsLog, plot_curves, read_metrics
 from rollout.types import FinishReason, Rollout, Sampling
 from trainers.align_config import PolicyUpdateConfig
 from trainers.learners.batches import TokenBatch
-from trainers.learners.rl_batches import (
-    PolicyBatch,
-    PolicyLoss,
-    PolicyStepResult,
-    per_token,
-    token_rows,
-)
+from trainers.learners.rl_batches import PolicyBatch, PolicyLoss, PolicyStepResult, per_token, token_rows
 from trainers.loops.checkpoints import Checkpoints, DriverState, publish_dir, resume_stage
 from trainers.loops.pretrain import save_checkpoint
 
