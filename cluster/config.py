@@ -366,7 +366,14 @@ def validate_alignment(job: JobConfig, need) -> None:
         need(0 <= u.clip_low < 1 and u.clip_high >= 0, f"{key}.clip_low must be in [0, 1) and clip_high >= 0")
         need(u.dual_clip is None or u.dual_clip > 1, f"{key}.dual_clip: must be > 1 or null")
         need(u.kl_coef >= 0, f"{key}.kl_coef: must be >= 0")
+        need(u.tis_cap is None or u.tis_cap > 0, f"{key}.tis_cap: must be > 0 or null")
         lr_floor(f"{key}.min_lr_ratio", u.min_lr_ratio)
+
+    def async_rollout(key: str, a) -> None:
+        need(a.max_staleness >= 0, f"{key}.async_rollout.max_staleness: must be >= 0 (0: synchronous)")
+        need(a.max_staleness == 0 or not job.rollout.colocate,
+             f"{key}.async_rollout.max_staleness={a.max_staleness}: rollout.colocate gives each worker's GPU to "
+             "the learners while they train, so nothing can sample then; set max_staleness 0 or colocate false")
 
     def lr_floor(key: str, ratio: Optional[float]) -> None:
         need(ratio is None or 0.0 <= ratio <= 1.0, f"{key}: must be in [0, 1]")
@@ -386,6 +393,7 @@ def validate_alignment(job: JobConfig, need) -> None:
     if Stage.grpo in stages:
         g = job.grpo
         update("grpo.update", g.update)
+        async_rollout("grpo", g.async_rollout)
         need(g.steps >= 1 and g.prompts_per_step >= 1 and g.group_size >= 2,
              "grpo: needs steps >= 1, prompts_per_step >= 1, group_size >= 2")
         need(g.stop_after_steps is None or g.stop_after_steps >= 1, "grpo.stop_after_steps: must be >= 1 or null")
@@ -393,6 +401,7 @@ def validate_alignment(job: JobConfig, need) -> None:
     if Stage.rsft in stages:
         r = job.rsft
         rows("rsft.batch_size", r.batch_size)
+        async_rollout("rsft", r.async_rollout)
         need(r.rounds >= 1 and r.prompts_per_round >= 1 and r.samples_per_prompt >= 1 and r.sft_steps >= 1 and r.top_k >= 1,
              "rsft: rounds, prompts_per_round, samples_per_prompt, sft_steps, top_k: must be >= 1")
         need(0 <= r.warmup_steps < r.rounds * r.sft_steps and r.lr > 0,
@@ -403,6 +412,7 @@ def validate_alignment(job: JobConfig, need) -> None:
             continue
         key = stage.value
         update(f"{key}.update", p.update)
+        async_rollout(key, p.async_rollout)
         need(p.steps >= 1 and p.prompts_per_step >= 1 and p.samples_per_prompt >= 1,
              f"{key}: needs steps, prompts_per_step and samples_per_prompt >= 1")
         need(0 < p.gamma <= 1 and 0 <= p.lam <= 1, f"{key}: gamma must be in (0, 1] and lam in [0, 1]")

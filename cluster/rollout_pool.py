@@ -3,6 +3,7 @@
     pool.connect_learners(learners)        # each worker's route: shared (learner rank 0's device) or wire
     pool.sync_weights(version)             # learner rank 0 -> every worker, in buckets; all learner ranks gather
     pool.generate(prompts, sampling)       # prompts spread over the workers by load; n Rollouts per prompt
+    pool.submit(prompts, sampling)         # the same, returning at once; .result() waits (async rollouts)
     pool.free_gpu()                        # colocated mode: the engines sleep while the learners train
 
 A worker that dies during generate is restarted, brought to the current weights, and given its
@@ -122,37 +123,23 @@ class RolloutPool:
 
     # -- generation ----------------------------------------------------------------------------------
     def generate(self, prompts: list[list[int]], s: Sampling) -> list[list[Rollout]]:
+        return self.submit(prompts, s).result()
+
+    def submit(self, prompts: list[list[int]], s: Sampling) -> "PendingGenerate":
+        """Start generating and return at once: the workers take the call after the ones already queued on
+        them (a weight sync queued earlier applies first), so a driver can train while they sample."""
         if not prompts:
             raise ValueError("generate: the prompt list is empty")
         prompts = fit_prompts(prompts, s.max_new_tokens, self.context_len, self.cfg.prompt_overflow)
         self._wake()
         shares = spread_by_load([len(p) + s.n * s.max_new_tokens for p in prompts], len(self.workers))
-        results: list[list[Rollout] | None] = [None] * len(prompts)
-        pending = {}
-        for w, indices in enumerate(shares):
-            if indices:
-                pending[self.workers[w].generate.remote([prompts[i] for i in indices], s)] = (w, indices)
-        restarts = 0
-        while pending:
-            done, _ = ray.wait(list(pending), num_returns=1, timeout=self.cfg.timeout_s)
-            if not done:
-                stuck = sorted({w for w, _ in pending.values()})
-                raise RoleError(f"rollout worker(s) {stuck}: generate did not finish within {self.cfg.timeout_s:.0f}s")
-            ref = done[0]
-            w, indices = pending.pop(ref)
-            try:
-                for i, rollouts in zip(indices, ray.get(ref)):
-                    results[i] = rollouts
-            except RayActorError:
-                restarts += 1
-                if restarts > MAX_RESTARTS_PER_CALL:
-                    raise RoleError(f"rollout worker {w} died {restarts} times in one generate call") from None
-                self.restart(w)
-                pending[self.workers[w].generate.remote([prompts[i] for i in indices], s)] = (w, indices)
-        return results
+        return PendingGenerate(self, prompts, s, [(w, indices) for w, indices in enumerate(shares) if indices])
 
-    def restart(self, index: int) -> None:
-        """Replace worker `index` and bring it to the current weights before it takes work."""
+    def restart(self, index: int, dead=None) -> None:
+        """Replace worker `index` and bring it to the current weights before it takes work. dead: the handle
+        that failed; when it is no longer worker `index` (an earlier call already replaced it), nothing."""
+        if dead is not None and dead is not self.workers[index]:
+            return
         log.warning("rollout worker %d died; restarting it at policy version %d", index, self.version)
         ray.kill(self.workers[index])
         self.workers[index] = self._start(index)
@@ -179,6 +166,42 @@ class RolloutPool:
             ray.kill(w)
         if self.owns_placement:
             remove_placement_group(self.placement)
+
+
+class PendingGenerate:
+    """One generate call in flight on the workers. result() waits (each wait bounded by rollout.timeout_s);
+    a share whose worker died is given again to its replacement, at the weights the pool holds then."""
+
+    def __init__(self, pool: RolloutPool, prompts: list[list[int]], s: Sampling, shares: list[tuple[int, list[int]]]):
+        self.pool, self.prompts, self.sampling = pool, prompts, s
+        self.pending = {}
+        for w, indices in shares:
+            self._send(w, indices)
+
+    def _send(self, w: int, indices: list[int]) -> None:
+        worker = self.pool.workers[w]
+        self.pending[worker.generate.remote([self.prompts[i] for i in indices], self.sampling)] = (w, indices, worker)
+
+    def result(self) -> list[list[Rollout]]:
+        results: list[list[Rollout] | None] = [None] * len(self.prompts)
+        restarts = 0
+        while self.pending:
+            done, _ = ray.wait(list(self.pending), num_returns=1, timeout=self.pool.cfg.timeout_s)
+            if not done:
+                stuck = sorted({w for w, _, _ in self.pending.values()})
+                raise RoleError(f"rollout worker(s) {stuck}: generate did not finish within "
+                                f"{self.pool.cfg.timeout_s:.0f}s")
+            w, indices, worker = self.pending.pop(done[0])
+            try:
+                for i, rollouts in zip(indices, ray.get(done[0])):
+                    results[i] = rollouts
+            except RayActorError:
+                restarts += 1
+                if restarts > MAX_RESTARTS_PER_CALL:
+                    raise RoleError(f"rollout worker {w} died {restarts} times in one generate call") from None
+                self.pool.restart(w, dead=worker)
+                self._send(w, indices)
+        return results
 
 
 def fit_prompts(prompts: list[list[int]], max_new_tokens: int, context_len: int,

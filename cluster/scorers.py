@@ -56,8 +56,9 @@ class ReferenceActor:
         self.timeout_s = timeout_s
         self.actor = _start(ReferencePolicy, cfg.cpus, cfg.gpus, model_dir, cfg.batch_size, precision)
 
-    def logprobs(self, tokens: np.ndarray) -> np.ndarray:
-        return _bounded(self.actor.logprobs.remote(tokens), "reference policy",
+    def logprobs(self, tokens: np.ndarray, ends: np.ndarray | None = None) -> np.ndarray:
+        """ends: ReferencePolicy.logprobs' (the columns each row needs; None: all)."""
+        return _bounded(self.actor.logprobs.remote(tokens, ends), "reference policy",
                         f"log-probs of {len(tokens)} rows", self.timeout_s)
 
     def shutdown(self) -> None:

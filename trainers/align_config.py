@@ -63,6 +63,18 @@ class PolicyUpdateConfig:
     """How per-token losses become the minibatch loss."""
     kl_coef: float = 0.0
     """beta of the KL(pi || pi_ref) term; 0 runs without a reference policy."""
+    tis_cap: Optional[float] = 2.0
+    """Off-policy rollouts (async_rollout.max_staleness > 0): each token's loss is weighted by the truncated
+    importance ratio min(pi_old / pi_behaviour, tis_cap) against the weights that sampled it (truncated
+    importance sampling); None: no correction. On-policy rollouts are never reweighted."""
+
+
+@dataclass
+class AsyncRollout:
+    """Rollouts sampled while the learners train (verl's and OpenRLHF's asynchronous mode)."""
+    max_staleness: int = 0
+    """Steps the workers may sample ahead of the learners: a step trains on rollouts at most this many weight
+    syncs old, corrected by update.tis_cap. 0: synchronous (sample, train, sync; nothing overlaps)."""
 
 
 @dataclass
@@ -108,6 +120,7 @@ class GrpoConfig:
     advantage: AdvantageKind = AdvantageKind.grpo
     """Advantage estimator."""
     update: PolicyUpdateConfig = field(default_factory=PolicyUpdateConfig)
+    async_rollout: AsyncRollout = field(default_factory=AsyncRollout)
     dynamic_sampling: bool = False
     """Drop groups whose rewards are all equal (they carry no signal; Yu et al. 2025)."""
     overlong_filter: bool = False
@@ -154,6 +167,7 @@ class PpoConfig:
     the prompts of grpo and sycophancy_ppo, the two arms of the sycophancy experiment (Part 4), and in half
     of ppo's."""
     update: PolicyUpdateConfig = field(default_factory=lambda: PolicyUpdateConfig(kl_coef=0.05))
+    async_rollout: AsyncRollout = field(default_factory=AsyncRollout)
     kl_placement: KlPlacement = KlPlacement.reward
     """Where the KL to the reference enters."""
     kl_target: Optional[float] = None
@@ -201,6 +215,9 @@ class RsftConfig:
     """What the reward is made of."""
     keep: KeepRule = KeepRule.best
     """Which responses are kept."""
+    async_rollout: AsyncRollout = field(default_factory=AsyncRollout)
+    """Rounds sampled ahead: round r's samples may come from the policy of round r - max_staleness (rejection
+    sampling needs no correction: the kept responses are SFT targets)."""
     top_k: int = 2
     """keep=top_k: responses kept per prompt."""
     min_reward: float = 1.0

@@ -2,7 +2,8 @@
 sycophancy experiment's RLHF arm (sycophancy_ppo) and its in-stage evaluation added, through the `tether` CLI with
 shrunken budgets: every stage writes its metrics, plots and model, the report reads them back and checks the
 recipe's criteria, the checkpoints load in transformers, vLLM and a RewardModelWorker, and a GRPO stage killed
-mid-run and resumed logs the same metrics as one that ran straight through."""
+mid-run and resumed logs the same metrics as one that ran straight through (its rollouts sampled a step ahead:
+the checkpoint keeps the queued step's)."""
 import json
 import os
 import subprocess
@@ -24,7 +25,7 @@ SHORT = ["tokenizer.vocab_size=512", "tokenizer.train_chars=2000000", "model.hid
          "tasks.train.count=64", "tasks.held_out.count=8", "tasks.eval_samples=2", "tasks.eval_k=2",
          "tasks.max_new_tokens=16", "sft.steps=4", "sft.warmup_steps=1", "dpo.warmup_steps=0", "sft.batch_size=16", "sft.eval_every=2", "sft.checkpoint_every=2",
          "grpo.steps=2", "grpo.prompts_per_step=4", "grpo.group_size=4", "grpo.update.minibatch_size=16",
-         "grpo.eval_every=2", "grpo.checkpoint_every=1", "rsft.rounds=1", "rsft.prompts_per_round=4",
+         "grpo.eval_every=2", "grpo.checkpoint_every=1", "grpo.async_rollout.max_staleness=1", "rsft.rounds=1", "rsft.prompts_per_round=4",
          "rsft.samples_per_prompt=4", "rsft.sft_steps=2", "rsft.warmup_steps=1", "rsft.batch_size=16", "rsft.keep=passing",
          "rsft.min_reward=0.0", "ppo.steps=2", "ppo.prompts_per_step=4", "ppo.samples_per_prompt=4",
          "ppo.critic_init=reward_model", "ppo.update.minibatch_size=16", "ppo.eval_every=2", "ppo.checkpoint_every=1", "dpo.pairs=[{name: chain_sum, count: 40, options: {max_digits: 2}}]",
@@ -98,10 +99,15 @@ def test_alignment_stages_write_metrics_plots_models_and_the_report(run_dir):
     # no KL term (kl_coef 0): the reference runs only at the evaluating step, where KL to pi_ref is still logged
     assert "time/reference" not in grpo[1] and "policy/kl_to_ref" not in grpo[1]
     assert "time/reference" in grpo[2] and 0.0 <= grpo[2]["policy/kl_to_ref"] < 0.1
+    # async rollouts (max_staleness 1): step 2 trained on rollouts sampled during step 1's update, TIS-weighted
+    assert grpo[1]["async/staleness_0"] == 1.0 and grpo[2]["async/staleness_1"] == 1.0
+    assert grpo[2]["tis/mean_ratio"] > 0 and 0.0 <= grpo[2]["tis/truncated_share"] <= 1.0
+    assert 0.0 <= grpo[1]["batch/padding_share"] <= grpo[1]["batch/padding_share_before"] < 1.0
     ppo = records(run_dir / "ppo/metrics.jsonl")
     assert {"ppo/kl_per_response", "critic/loss", "reward/model_score"} <= set(ppo[1])
     assert ppo[1]["policy/kl_to_ref"] == pytest.approx(0.0, abs=1e-6)    # pi_ref is the starting policy
     assert ppo[1]["rollout/responses"] == 16                   # 4 prompts x ppo.samples_per_prompt
+    assert ppo[2]["async/staleness_0"] == 1.0 and "tis/mean_ratio" not in ppo[2]   # synchronous: never reweighted
     assert "eval/reward_model_score" in ppo[0] and "eval/reward_model_score" in ppo[-1]
     assert records(run_dir / "rsft/metrics.jsonl")[-1]["rsft/kept"] == 16  # keep=passing, min_reward 0: all
     dpo = records(run_dir / "dpo/metrics.jsonl")

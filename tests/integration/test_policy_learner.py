@@ -14,7 +14,7 @@ from modeling.config import Precision
 from modeling.model import ModelHead
 from trainers.align_config import LossAggregation, ReferenceConfig
 from trainers.config import LearnerConfig, Optimizer
-from trainers.learners.rl_batches import DpoBatch, PolicyBatch, PolicyLoss, ValueBatch, per_token, token_rows
+from trainers.learners.rl_batches import DpoBatch, PolicyBatch, PolicyLoss, ValueBatch, per_token, row_ends, token_rows
 from trainers.learners.rl_learner import CriticLearner, PolicyLearner
 
 pytestmark = pytest.mark.integration
@@ -75,6 +75,30 @@ def test_policy_step_is_the_hand_loss_and_the_same_on_any_split(ray_cluster, tin
     assert max(gaps) < 1e-5 and moved > 1e-3
 
 
+def test_tis_weights_each_token_by_its_truncated_ratio_to_the_behaviour_policy(ray_cluster, tiny_corpus):
+    """Behaviour log-probs set to the learner's own minus log(rho_i) per row: every token of row i has the
+    ratio pi_old / pi_behaviour = rho_i, so the loss is -sum(min(rho_i, C) A mask) / sum(mask) by hand."""
+    tokens, mask, adv = rows(tiny_corpus)
+    rho = np.array([0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 8.0], np.float32)
+    cap = 2.5
+    group = start_learners(ONE, str(tiny_corpus / "init"), 1, actor_class=PolicyLearner)
+    try:
+        from trainers.loops.alignment import policy_logprobs
+        own = policy_logprobs(group, tokens, 1) * mask
+        behaviour = (own - np.log(rho)[:, None]) * mask
+        batch = PolicyBatch(tokens, mask, adv, None, None, int(mask.sum()), 8, behaviour)
+        spec = PolicyLoss(0.2, 0.28, None, 0.0, LossAggregation.token_mean, tis_cap=cap)
+        part = group.sharded(batch.split(1), lambda a, b: a.train_policy.remote(b, spec), "step")[0]
+    finally:
+        group.shutdown()
+    weights = np.minimum(rho, cap)[:, None]
+    assert part.loss_sum == pytest.approx(-(weights * adv * mask).sum() / mask.sum(), abs=1e-5)
+    tokens_per_row = mask.sum(1)
+    assert part.tis_tokens == mask.sum()
+    assert part.tis_truncated_sum == tokens_per_row[rho > cap].sum()
+    assert part.tis_ratio_sum == pytest.approx((rho * tokens_per_row).sum(), rel=1e-4)
+
+
 def test_reference_actor_matches_the_learners_and_dpo_starts_at_log_2(ray_cluster, tiny_corpus):
     tokens, mask, _ = rows(tiny_corpus)
     cfg = dataclasses.replace(TWO, micro_batch=2, grad_accum=1, optimizer=Optimizer.adamw, lr=1e-3)
@@ -85,6 +109,8 @@ def test_reference_actor_matches_the_learners_and_dpo_starts_at_log_2(ray_cluste
         learner_lp = np.concatenate([np.stack(p) for p in group.sharded(
             TokenBatch(tokens, None, 0).split(2), lambda a, b: a.logprobs.remote(b), "logprobs")])
         np.testing.assert_allclose(ref.logprobs(tokens), learner_lp, atol=1e-5)
+        # length-sorted batches cut to their longest row: the same log-probs wherever the mask reads them
+        np.testing.assert_allclose(ref.logprobs(tokens, row_ends(mask)) * mask, learner_lp * mask, atol=1e-5)
         # pairs: row i chosen, row 7 - i rejected; references are the policy itself, so every margin is 0
         summed = (learner_lp * mask).sum(1)
         chosen, rejected = np.arange(4), 7 - np.arange(4)

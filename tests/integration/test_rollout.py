@@ -107,6 +107,8 @@ def test_reference_engine_and_vllm_agree_greedy(ray_cluster, tiny_corpus):
 
 
 def test_worker_killed_during_generate(ray_cluster, tiny_corpus):
+    """Two generate calls in flight on one worker (as async rollouts queue them) when it is killed: both come
+    back whole, from one replacement at the current weights (the second call's failure restarts nothing)."""
     # one sequence at a time, so that generate is still running when the worker is killed a second in
     cfg = dataclasses.replace(ROLLOUT, engine=EngineKind.reference, reference_batch_size=1)
     pool = RolloutPool(cfg, str(tiny_corpus / "init"), context_len=128, wait=False)    # starts with the learners
@@ -120,12 +122,15 @@ def test_worker_killed_during_generate(ray_cluster, tiny_corpus):
         killer = threading.Thread(target=lambda: (time.sleep(1.0), ray.kill(victim)))
         killer.start()
         start = time.perf_counter()
-        out = pool.generate(prompts(tiny_corpus, 16), Sampling(temperature=1.0, n=4, max_new_tokens=96))
-        print(f"generate with a kill and a restart: {time.perf_counter() - start:.1f}s")
+        sampling = Sampling(temperature=1.0, n=4, max_new_tokens=96)
+        first, queued = (pool.submit(prompts(tiny_corpus, 16), sampling) for _ in range(2))
+        out, later = first.result(), queued.result()
+        print(f"two generate calls with a kill and a restart: {time.perf_counter() - start:.1f}s")
         killer.join()
         assert pool.restarts == 1
-        assert len(out) == 16 and all(len(g) == 4 for g in out)
-        assert all(r.policy_version == 1 for g in out for r in g)
+        for groups in (out, later):
+            assert len(groups) == 16 and all(len(g) == 4 for g in groups)
+            assert all(r.policy_version == 1 for g in groups for r in g)
         assert pool.versions() == [1]
     finally:
         pool.shutdown()

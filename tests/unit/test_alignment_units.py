@@ -38,7 +38,7 @@ def test_step_rows_pad_to_whole_minibatches_and_split_by_rank():
 def test_minibatches_cover_each_row_once_per_epoch_and_skip_filler():
     mask = np.zeros((8, 2), np.float32)
     mask[:5] = 1
-    rows = StepRows(np.zeros((8, 3), np.int64), mask, mask.copy())
+    rows = StepRows(np.zeros((8, 3), np.int64), mask, mask.copy(), np.zeros_like(mask))
     chunks = minibatches(rows, PolicyUpdateConfig(ppo_epochs=2, minibatch_size=2), seed=0, step=3)
     real = [i for c in chunks for i in c if i < 5]
     assert sorted(real) == sorted(list(range(5)) * 2)

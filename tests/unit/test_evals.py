@@ -3,6 +3,7 @@ a hand-made corpus, the knowledge base's stated/unstated split, the facts verifi
 import itertools
 import math
 import re
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -214,7 +215,8 @@ def test_rag_tasks_put_retrieved_chunks_before_the_question_and_rollouts_keep_th
     from data.tasks import train_and_held_out
     from data.tokenizer import train_tokenizer
     from rollout.types import FinishReason, Rollout
-    from trainers.loops.alignment import sample_rollouts
+    from trainers.loops.alignment import step_sampling
+    from trainers.loops.rollout_stream import RolloutStream
     corpus = tmp_path / "docs"
     corpus.mkdir()
     for i in range(10):
@@ -229,8 +231,10 @@ def test_rag_tasks_put_retrieved_chunks_before_the_question_and_rollouts_keep_th
         assert len(task.provenance) == 2 and "Context:\n[1] The number" in text
         assert text.index("Question: " + task.sample.prompt) > text.index("[2] The number")
 
-    class Pool:        # the rollout workers' contract: n rollouts per prompt
-        def generate(self, prompts, sampling):
-            return [[Rollout(p, [1], [0.0], FinishReason.eos, 0)] * sampling.n for p in prompts]
-    rollouts = sample_rollouts(Pool(), train[:3], 2, 1.0, cfg, seed=0, step=0)
+    class Pool:        # the rollout workers' contract: n rollouts per prompt, from a call in flight
+        def submit(self, prompts, sampling):
+            return SimpleNamespace(result=lambda: [[Rollout(p, [1], [0.0], FinishReason.eos, 0)] * sampling.n
+                                                   for p in prompts])
+    stream = RolloutStream(Pool(), lambda step: (train[:3], step_sampling(2, 1.0, cfg, 0, step)), 1, 0, 0)
+    rollouts = stream.take(0).rollouts
     assert [r.provenance for r in rollouts] == [t.provenance for t in train[:3] for _ in range(2)]

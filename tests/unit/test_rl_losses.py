@@ -14,6 +14,7 @@ from trainers.losses.rl import (
     policy_loss,
     sequence_mean,
     token_mean,
+    truncated_importance_weights,
     value_loss,
 )
 
@@ -92,6 +93,16 @@ def test_policy_loss_rejects_bad_clips(kwargs):
     z = torch.zeros(1, 2)
     with pytest.raises(ValueError):
         policy_loss(z, z, z, **kwargs)
+
+
+def test_truncated_importance_weights_by_hand():
+    old = torch.log(torch.tensor([[0.5, 0.2, 0.9], [0.1, 0.1, 0.1]], dtype=torch.float64))
+    behaviour = torch.log(torch.tensor([[0.25, 0.4, 0.3], [0.1, 0.05, 0.5]], dtype=torch.float64))
+    weights, ratios = truncated_importance_weights(old, behaviour, cap=2.5)
+    torch.testing.assert_close(ratios, torch.tensor([[2.0, 0.5, 3.0], [1.0, 2.0, 0.2]], dtype=torch.float64))
+    torch.testing.assert_close(weights, torch.tensor([[2.0, 0.5, 2.5], [1.0, 2.0, 0.2]], dtype=torch.float64))
+    with pytest.raises(ValueError, match="TIS cap"):
+        truncated_importance_weights(old, behaviour, cap=0.0)
 
 
 def test_value_loss_by_hand():

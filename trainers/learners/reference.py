@@ -23,13 +23,19 @@ class ReferencePolicy:
         return self.device.type
 
     @torch.no_grad()
-    def logprobs(self, tokens: np.ndarray) -> np.ndarray:
+    def logprobs(self, tokens: np.ndarray, ends: np.ndarray | None = None) -> np.ndarray:
         """log pi_ref(x_{t+1} | x_<=t) for tokens [B, T+1] -> [B, T] fp32, computed as the learners compute
-        pi_theta (the same autocast), so that KL is exactly 0 before the first update."""
+        pi_theta (the same autocast), so that KL is exactly 0 before the first update. ends [B]: the columns
+        each row needs (row_ends of its loss mask; rows are right-padded); rows then go longest first in batches
+        cut to their longest row, and the columns past a row's end are 0. None: every column of every row."""
         out = np.zeros((len(tokens), tokens.shape[1] - 1), np.float32)
+        ends = np.full(len(tokens), tokens.shape[1] - 1) if ends is None else np.asarray(ends)
+        order = np.argsort(-ends, kind="stable")
         for start in range(0, len(tokens), self.batch_size):
-            rows = torch.from_numpy(tokens[start:start + self.batch_size]).to(self.device)
+            batch = order[start:start + self.batch_size]
+            width = max(1, int(ends[batch].max()))
+            rows = torch.from_numpy(tokens[batch, :width + 1]).to(self.device)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-                logits = self.model(input_ids=rows[:, :-1]).logits                       # [b, T, V]
-            out[start:start + len(rows)] = token_logprobs(logits, rows[:, 1:]).cpu().numpy()
+                logits = self.model(input_ids=rows[:, :-1]).logits                       # [b, w, V]
+            out[batch, :width] = token_logprobs(logits, rows[:, 1:]).cpu().numpy()
         return out

@@ -22,6 +22,7 @@ class PolicyLoss:
     dual_clip: Optional[float]
     kl_coef: float                 # beta of beta * k3(pi, pi_ref) in the loss; 0 = no KL term (KL is still measured)
     aggregation: LossAggregation
+    tis_cap: Optional[float] = None  # C of min(pi_old / pi_behaviour, C) on rows with behaviour log-probs
 
 
 @dataclass
@@ -30,7 +31,9 @@ class PolicyBatch:
 
     tokens [B, T+1] int64; loss_mask [B, T] float32 (1 on response targets); advantages [B, T] float32;
     old_logprobs [B, T] or None (None: on-policy, the current policy's own log-probs, detached);
-    ref_logprobs [B, T] or None (needed when kl_coef > 0; when given, KL to pi_ref is measured).
+    ref_logprobs [B, T] or None (needed when kl_coef > 0; when given, KL to pi_ref is measured);
+    behaviour_logprobs [B, T] or None: the rollout workers' log-probs of off-policy rows (TIS weights them).
+    Rows are right-padded; each micro-batch is cut to its own longest row before the forward pass.
     global_tokens / global_sequences: counted targets / non-empty rows in the step over all ranks, so the
     loss is a mean over the global batch whatever the split into ranks and micro-batches."""
     tokens: np.ndarray
@@ -40,9 +43,11 @@ class PolicyBatch:
     ref_logprobs: Optional[np.ndarray]
     global_tokens: int
     global_sequences: int
+    behaviour_logprobs: Optional[np.ndarray] = None
 
     def split(self, parts: int) -> list["PolicyBatch"]:
-        return _split(self, parts, ("tokens", "loss_mask", "advantages", "old_logprobs", "ref_logprobs"))
+        return _split(self, parts, ("tokens", "loss_mask", "advantages", "old_logprobs", "ref_logprobs",
+                                    "behaviour_logprobs"))
 
 
 @dataclass
@@ -94,6 +99,10 @@ class PolicyStepResult:
     ref_kl_sum: float      # sum of k3(pi_theta || pi_ref) (0 without a reference)
     grad_norm: float
     lr: float
+    tis_ratio_sum: float = 0.0      # sum of pi_old / pi_behaviour over off-policy tokens (TIS)
+    tis_truncated_sum: float = 0.0  # off-policy tokens whose ratio the TIS cap truncated
+    tis_tokens: int = 0             # off-policy tokens
+    padded_cells: int = 0           # micro-batch cells (rows x width) the forward passes computed
 
 
 @dataclass
@@ -126,6 +135,24 @@ def token_rows(prompts: list[list[int]], responses: list[list[int]], pad_id: int
     for i, (p, r) in enumerate(zip(prompts, responses)):
         mask[i, len(p) - 1:len(p) + len(r) - 1] = 1.0
     return tokens, mask
+
+
+def row_ends(loss_mask: np.ndarray) -> np.ndarray:
+    """loss_mask [B, T] -> [B]: each row's columns up to its last counted target (0 for a row without one)."""
+    return np.where(loss_mask.any(1), loss_mask.shape[1] - np.argmax(loss_mask[:, ::-1] > 0, axis=1), 0)
+
+
+def used_width(loss_mask: np.ndarray) -> int:
+    """Columns of loss_mask [B, T] up to its last counted target (rows are right-padded): a forward pass over
+    tokens[:, :w + 1] yields every log-prob a loss reads; 1 for an all-zero mask."""
+    return max(1, int(row_ends(loss_mask).max(initial=0)))
+
+
+def length_order(loss_mask: np.ndarray, parts: int) -> np.ndarray:
+    """Row order for `parts` ranks (contiguous equal parts): rows sorted longest first and dealt round-robin, so
+    each rank gets a like share of tokens and its consecutive micro-batches hold rows of like length."""
+    order = np.argsort(-row_ends(loss_mask), kind="stable")
+    return order.reshape(-1, parts).T.reshape(-1)
 
 
 def per_token(values: list[np.ndarray] | np.ndarray, mask: np.ndarray) -> np.ndarray:

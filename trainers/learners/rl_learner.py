@@ -19,8 +19,18 @@ from trainers.learners.rl_batches import (
     PolicyStepResult,
     ValueBatch,
     ValueStepResult,
+    used_width,
 )
-from trainers.losses.rl import dpo_loss, entropy_from_logits, kl_k3, policy_loss, sequence_mean, token_mean, value_loss
+from trainers.losses.rl import (
+    dpo_loss,
+    entropy_from_logits,
+    kl_k3,
+    policy_loss,
+    sequence_mean,
+    token_mean,
+    truncated_importance_weights,
+    value_loss,
+)
 
 
 class PolicyLearner(Learner):
@@ -32,25 +42,34 @@ class PolicyLearner(Learner):
         return logp, entropy
 
     def train_policy(self, batch: PolicyBatch, spec: PolicyLoss) -> PolicyStepResult:
-        """Collective: one optimizer step of the clipped surrogate (+ beta k3 to pi_ref) over this rank's rows."""
+        """Collective: one optimizer step of the clipped surrogate (+ beta k3 to pi_ref) over this rank's rows;
+        rows with behaviour log-probs are weighted by TIS. Each micro-batch is cut to its longest row."""
         self.engine.train()
         micro = self._micro_batch(len(batch.tokens), "rows")
         scale = self.cfg.grad_accum * self.world_size
         lr = self.engine.get_lr()[0]
-        sums = np.zeros(6)  # loss, tokens, entropy, clipped, approx_kl, ref_kl
-
-        def rows_of(array, rows):
-            return torch.tensor(array[rows], device=self.device) if array is not None else None
+        # loss, tokens, entropy, clipped, approx_kl, ref_kl; TIS ratio, truncated, tokens; micro-batch cells
+        sums = np.zeros(10)
 
         for i in range(self.cfg.grad_accum):
             rows = slice(i * micro, (i + 1) * micro)
-            tokens, mask, adv = (rows_of(a, rows) for a in (batch.tokens, batch.loss_mask, batch.advantages))
-            logp, entropy = self._token_logprobs(tokens)                                # [m, T]
-            old = rows_of(batch.old_logprobs, rows)
+            width = used_width(batch.loss_mask[rows])       # right padding past every row's end changes no log-prob
+
+            def cut(array):
+                return torch.tensor(array[rows, :width], device=self.device) if array is not None else None
+
+            mask, adv, old, ref, behaviour = (cut(a) for a in (batch.loss_mask, batch.advantages, batch.old_logprobs,
+                                                                batch.ref_logprobs, batch.behaviour_logprobs))
+            tokens = torch.tensor(batch.tokens[rows, :width + 1], device=self.device)
+            logp, entropy = self._token_logprobs(tokens)                                # [m, w]
             old = logp.detach() if old is None else old                                 # on-policy: ratio 1
-            losses, clipped = policy_loss(logp, old, adv, spec.clip_low, spec.clip_high, spec.dual_clip)  # [m, T]
-            ref = rows_of(batch.ref_logprobs, rows)
-            ref_kl = kl_k3(logp, ref) if ref is not None else torch.zeros_like(logp)   # [m, T], eq. k3
+            losses, clipped = policy_loss(logp, old, adv, spec.clip_low, spec.clip_high, spec.dual_clip)  # [m, w]
+            tis = [0.0, 0.0, 0.0]
+            if behaviour is not None and spec.tis_cap is not None:
+                weights, ratios = truncated_importance_weights(old, behaviour, spec.tis_cap)   # [m, w]
+                losses = losses * weights
+                tis = [(ratios * mask).sum().item(), ((ratios > spec.tis_cap) * mask).sum().item(), mask.sum().item()]
+            ref_kl = kl_k3(logp, ref) if ref is not None else torch.zeros_like(logp)   # [m, w], eq. k3
             if spec.kl_coef > 0:
                 if ref is None:
                     raise ValueError("kl_coef > 0 needs the reference policy's log-probs in the batch")
@@ -65,8 +84,9 @@ class PolicyLearner(Learner):
             with torch.no_grad():
                 sums += [loss.item() / scale, mask.sum().item(), (entropy * mask).sum().item(),
                          (clipped * mask).sum().item(), (kl_k3(old, logp.detach()) * mask).sum().item(),
-                         (ref_kl.detach() * mask).sum().item()]
-        return PolicyStepResult(sums[0], int(sums[1]), *sums[2:], grad_norm=grad_norm, lr=lr)
+                         (ref_kl.detach() * mask).sum().item(), *tis, micro * width]
+        return PolicyStepResult(sums[0], int(sums[1]), *sums[2:6], grad_norm=grad_norm, lr=lr, tis_ratio_sum=sums[6],
+                                tis_truncated_sum=sums[7], tis_tokens=int(sums[8]), padded_cells=int(sums[9]))
 
     def _summed_logprobs(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         logp, _ = self._token_logprobs(tokens)

@@ -5,7 +5,6 @@ Role handles are passed in (Ray actor groups and pools built by cluster.align_st
 starts or stops an actor."""
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -19,9 +18,18 @@ from evals.metrics import MetricsLog, plot_curves, read_metrics
 from rollout.types import FinishReason, Rollout, Sampling
 from trainers.align_config import PolicyUpdateConfig
 from trainers.learners.batches import TokenBatch
-from trainers.learners.rl_batches import PolicyBatch, PolicyLoss, PolicyStepResult, per_token, token_rows
+from trainers.learners.rl_batches import (
+    PolicyBatch,
+    PolicyLoss,
+    PolicyStepResult,
+    length_order,
+    per_token,
+    row_ends,
+    token_rows,
+)
 from trainers.loops.checkpoints import Checkpoints, DriverState, publish_dir, resume_stage
 from trainers.loops.pretrain import save_checkpoint
+from trainers.loops.rollout_stream import AHEAD_FILE, RolloutStream
 
 
 @dataclass
@@ -46,20 +54,28 @@ def step_tasks(tasks: list[Task], count: int, seed: int, step: int) -> list[Task
     return [tasks[i] for i in rng.choice(len(tasks), size=min(count, len(tasks)), replace=False)]
 
 
-def sample_rollouts(pool, tasks: list[Task], n: int, temperature: float, tasks_cfg: TasksConfig, seed: int,
-                    step: int) -> list[Rollout]:
-    """n rollouts per task from the rollout workers, flattened task by task (rollout i answers tasks[i // n]),
-    sampled with the step's seed so that a resumed run draws the same ones; each carries its task's
-    retrieved chunk ids."""
-    sampling = Sampling(temperature=temperature, n=n, max_new_tokens=tasks_cfg.max_new_tokens,
-                        min_new_tokens=tasks_cfg.min_new_tokens, seed=step_seed(seed, step, 3))
-    groups = pool.generate([t.prompt_ids for t in tasks], sampling)
-    return [dataclasses.replace(r, provenance=t.provenance) if t.provenance else r
-            for t, group in zip(tasks, groups) for r in group]
+def step_sampling(n: int, temperature: float, tasks_cfg: TasksConfig, seed: int, step: int) -> Sampling:
+    """n samples per prompt, seeded by the step so that a resumed (or regenerated) step draws the same ones."""
+    return Sampling(temperature=temperature, n=n, max_new_tokens=tasks_cfg.max_new_tokens,
+                    min_new_tokens=tasks_cfg.min_new_tokens, seed=step_seed(seed, step, 3))
+
+
+def rollout_stream(roles: Roles, train: list[Task], prompts: int, n: int, temperature: float, tasks_cfg: TasksConfig,
+                   seed: int, steps: int, max_staleness: int, state: DriverState,
+                   checkpoints: Checkpoints) -> RolloutStream:
+    """The stage's rollouts, step by step: each step's prompts (step_tasks) with n samples each, sampled up to
+    max_staleness steps ahead; a resumed stage takes the queued steps from its checkpoint."""
+    def draw(step: int) -> tuple[list[Task], Sampling]:
+        return step_tasks(train, prompts, seed, step), step_sampling(n, temperature, tasks_cfg, seed, step)
+
+    latest = checkpoints.latest() if state.step > 0 else None
+    ahead = latest / AHEAD_FILE if latest is not None else None
+    return RolloutStream(roles.pool, draw, steps, max_staleness, state.policy_version,
+                         ahead.read_text() if ahead is not None and ahead.is_file() else None)
 
 
 def rollout_tasks(tasks: list[Task], n: int) -> list[Task]:
-    """The task each of sample_rollouts(..., tasks, n, ...)'s rollouts answers."""
+    """The task each of n-per-task rollouts (flattened task by task) answers."""
     return [t for t in tasks for _ in range(n)]
 
 
@@ -95,10 +111,12 @@ class StepRows:
     """A step's rollouts as learner rows, padded with filler rows to a whole number of minibatches.
 
     tokens [N', T+1], loss_mask [N', T], advantages [N', T]; ref_logprobs and old_logprobs [N', T] or None
-    (old_logprobs None: update_policy computes them when the update is not exactly on-policy); N' >= N."""
+    (old_logprobs None: update_policy computes them when the update is not exactly on-policy); N' >= N.
+    behaviour_logprobs [N', T]: the rollout workers' own log-probs, which TIS corrects for (off-policy steps)."""
     tokens: np.ndarray
     loss_mask: np.ndarray
     advantages: np.ndarray
+    behaviour_logprobs: np.ndarray
     ref_logprobs: Optional[np.ndarray] = None
     old_logprobs: Optional[np.ndarray] = None
 
@@ -107,7 +125,7 @@ def step_rows(rollouts: list[Rollout], advantages: list, pad_id: int, minibatch:
     """advantages[i]: a scalar (every response token of rollout i) or one value per response token."""
     rows = -(-len(rollouts) // minibatch) * minibatch
     tokens, mask = token_rows([r.prompt_ids for r in rollouts], [r.response_ids for r in rollouts], pad_id, rows)
-    return StepRows(tokens, mask, per_token(advantages, mask))
+    return StepRows(tokens, mask, per_token(advantages, mask), per_token([r.logprobs for r in rollouts], mask))
 
 
 def policy_logprobs(policy, tokens: np.ndarray, ranks: int) -> np.ndarray:
@@ -126,20 +144,30 @@ def minibatches(rows: StepRows, cfg: PolicyUpdateConfig, seed: int, step: int) -
     return out
 
 
-def update_policy(policy, rows: StepRows, cfg: PolicyUpdateConfig, ranks: int, seed: int, step: int) -> dict[str, float]:
-    """ppo_epochs passes of minibatch optimizer steps of the clipped surrogate; returns the step's metrics."""
-    spec = PolicyLoss(cfg.clip_low, cfg.clip_high, cfg.dual_clip, cfg.kl_coef, cfg.loss_aggregation)
+def update_policy(policy, rows: StepRows, cfg: PolicyUpdateConfig, ranks: int, seed: int, step: int,
+                  off_policy: bool = False) -> dict[str, float]:
+    """ppo_epochs passes of minibatch optimizer steps of the clipped surrogate; returns the step's metrics.
+    off_policy: the rollouts may be older than the policy (async rollouts), so TIS weights every token by
+    min(pi_old / pi_behaviour, cfg.tis_cap). Each minibatch's rows go to the ranks longest first (length_order),
+    so that a micro-batch holds rows of like length and is cut to its longest."""
+    spec = PolicyLoss(cfg.clip_low, cfg.clip_high, cfg.dual_clip, cfg.kl_coef, cfg.loss_aggregation,
+                      cfg.tis_cap if off_policy else None)
     count = len(rows.tokens) // cfg.minibatch_size
     on_policy = cfg.ppo_epochs == 1 and count == 1
     old = rows.old_logprobs
     if old is None and not on_policy:
         old = policy_logprobs(policy, rows.tokens, ranks) * rows.loss_mask
     results: list[PolicyStepResult] = []
-    for chunk in minibatches(rows, cfg, seed, step):
+    chunks = [c[length_order(rows.loss_mask[c], ranks)] for c in minibatches(rows, cfg, seed, step)]
+    for chunk in chunks:
         mask = rows.loss_mask[chunk]
-        batch = PolicyBatch(rows.tokens[chunk], mask, rows.advantages[chunk], None if old is None else old[chunk],
-                            None if rows.ref_logprobs is None else rows.ref_logprobs[chunk],
-                            int(mask.sum()), int((mask.sum(1) > 0).sum()))
+
+        def part(array: Optional[np.ndarray]) -> Optional[np.ndarray]:
+            return None if array is None else array[chunk]
+
+        batch = PolicyBatch(rows.tokens[chunk], mask, rows.advantages[chunk], part(old), part(rows.ref_logprobs),
+                            int(mask.sum()), int((mask.sum(1) > 0).sum()),
+                            part(rows.behaviour_logprobs) if spec.tis_cap is not None else None)
         results += policy.sharded(batch.split(ranks), lambda a, b: a.train_policy.remote(b, spec), "policy update")
     tokens = max(1, sum(r.tokens for r in results))
     steps = max(1, len(results) // ranks)
@@ -149,10 +177,24 @@ def update_policy(policy, rows: StepRows, cfg: PolicyUpdateConfig, ranks: int, s
               "policy/approx_kl": sum(r.approx_kl_sum for r in results) / tokens,
               "policy/grad_norm": results[-1].grad_norm if results else 0.0,
               "policy/lr": results[-1].lr if results else 0.0,
-              "policy/optimizer_steps": steps}
+              "policy/optimizer_steps": steps,
+              **padding_shares(rows.loss_mask, chunks, sum(r.padded_cells for r in results))}
     if rows.ref_logprobs is not None:              # measured only where the reference ran
         record["policy/kl_to_ref"] = sum(r.ref_kl_sum for r in results) / tokens
+    tis_tokens = sum(r.tis_tokens for r in results)
+    if tis_tokens:
+        record["tis/mean_ratio"] = sum(r.tis_ratio_sum for r in results) / tis_tokens
+        record["tis/truncated_share"] = sum(r.tis_truncated_sum for r in results) / tis_tokens
     return record
+
+
+def padding_shares(loss_mask: np.ndarray, chunks: list[np.ndarray], cells: int) -> dict[str, float]:
+    """Share of the update's forward-pass cells (rows x columns) that hold no token: with every row padded to
+    the step's longest (before), and as the learners ran it, each micro-batch cut to its own longest (cells)."""
+    ends = row_ends(loss_mask)                                                                   # [N']
+    real = float(sum(ends[c].sum() for c in chunks))
+    before = float(sum(len(c) for c in chunks) * loss_mask.shape[1])
+    return {"batch/padding_share_before": 1 - real / max(before, 1.0), "batch/padding_share": 1 - real / max(cells, 1)}
 
 
 def begin_stage(roles: Roles, checkpoints: Checkpoints, log: MetricsLog, stage: str, resume: bool,
@@ -170,9 +212,11 @@ def begin_stage(roles: Roles, checkpoints: Checkpoints, log: MetricsLog, stage: 
     return DriverState(step=0, tokens_seen=0, policy_version=0)
 
 
-def save_stage_checkpoint(roles: Roles, checkpoints: Checkpoints, state: DriverState, tokenizer) -> Path:
-    """Collective on the policy (and critic)."""
-    return save_checkpoint(roles.policy, checkpoints, state, tokenizer, roles.critic)
+def save_stage_checkpoint(roles: Roles, checkpoints: Checkpoints, state: DriverState, tokenizer,
+                          stream: Optional[RolloutStream] = None) -> Path:
+    """Collective on the policy (and critic); with a stream, the rollouts it holds for the steps ahead too."""
+    files = {AHEAD_FILE: stream.ahead_json()} if stream is not None else {}
+    return save_checkpoint(roles.policy, checkpoints, state, tokenizer, roles.critic, files)
 
 
 def finish_stage(checkpoints: Checkpoints, log: MetricsLog, stage_dir: Path, title: str, keys: list[str]) -> Path:

@@ -2,13 +2,15 @@
 instance of max E[R(x, y)] - beta KL(pi || pi_ref) from Part 2 of the reference.
 
     for each step:
-        sample     prompts_per_step tasks (a function of seed and step, so a resumed run replays them)
-        generate   group_size responses per prompt on the rollout workers
+        generate   group_size responses to each of prompts_per_step tasks (drawn as a function of seed and step);
+                   with async_rollout.max_staleness = k > 0 the workers sampled them during the last k updates
         reward     the rubric (verifiers and/or reward model) per response
         advantage  group-normalised rewards (or RLOO / REINFORCE++); dynamic sampling, overlong filter
         reference  log pi_ref of every response token (KL is always measured; in the loss when kl_coef > 0)
         update     ppo_epochs passes of minibatch steps of the clipped surrogate on the policy learners
-        sync       the new weights -> every rollout worker, tagged policy_version"""
+                   (TIS-weighted when the rollouts may be stale)
+        sync       the new weights -> every rollout worker, tagged policy_version, after the generate calls
+                   already queued on it"""
 from __future__ import annotations
 
 import time
@@ -23,20 +25,21 @@ from data.tasks import Task
 from evals.metrics import MetricsLog, PhaseTimer
 from rollout.types import FinishReason, Rollout
 from trainers.align_config import AdvantageKind, GrpoConfig
+from trainers.learners.rl_batches import row_ends
 from trainers.loops.alignment import (
     Roles,
     begin_stage,
     evaluate,
     finish_stage,
     rollout_stats,
+    rollout_stream,
     rollout_tasks,
-    sample_rollouts,
     save_stage_checkpoint,
     step_rows,
-    step_tasks,
     update_policy,
 )
 from trainers.loops.checkpoints import Checkpoints, DriverState
+from trainers.loops.rollout_stream import staleness_record
 from trainers.losses.advantages import group_advantages, reinforce_pp_baseline, rloo_advantages
 
 ADVANTAGES = {  # rewards [G, n] -> advantages [G, n]
@@ -69,15 +72,17 @@ def run_grpo(roles: Roles, cfg: GrpoConfig, tasks_cfg: TasksConfig, train: list[
     """Trains to cfg.steps; returns the published policy dir, or None if stopped early (stop_after_steps)."""
     checkpoints, log = Checkpoints(stage_dir / "checkpoints"), MetricsLog(stage_dir)
     state = begin_stage(roles, checkpoints, log, "grpo", resume, held_out, tasks_cfg, seed)
+    max_staleness = cfg.async_rollout.max_staleness
+    stream = rollout_stream(roles, train, cfg.prompts_per_step, cfg.group_size, cfg.temperature, tasks_cfg, seed,
+                            cfg.steps, max_staleness, state, checkpoints)
     stop_at = cfg.steps if cfg.stop_after_steps is None else min(cfg.steps, state.step + cfg.stop_after_steps)
     timer = PhaseTimer()
     bar = tqdm(total=cfg.steps, initial=state.step, desc="grpo", unit="step", dynamic_ncols=True)
     while state.step < stop_at:
         start = time.perf_counter()
-        with timer("sample"):
-            tasks = step_tasks(train, cfg.prompts_per_step, seed, state.step)
-        with timer("generate"):
-            rollouts = sample_rollouts(roles.pool, tasks, cfg.group_size, cfg.temperature, tasks_cfg, seed, state.step)
+        with timer("generate"):                          # async: only what the last update did not cover
+            batch = stream.take(state.step)              # and queues the next max_staleness steps' calls
+        tasks, rollouts = batch.tasks, batch.rollouts
         with timer("reward"):
             scored = roles.rewarder.score(rollout_tasks(tasks, cfg.group_size), rollouts, cfg.reward)
         with timer("advantage"):
@@ -86,19 +91,19 @@ def run_grpo(roles: Roles, cfg: GrpoConfig, tasks_cfg: TasksConfig, train: list[
             keep = group_filter(rewards, rollouts, cfg)
         record = {"reward/mean": float(scored.rewards.mean()), "reward/std_in_group": float(rewards.std(1).mean()),
                   "rollout/kept_fraction": float(keep.mean()), **scored.pass_rates,
-                  **rollout_stats(rollouts, timer.seconds["generate"])}
+                  **rollout_stats(rollouts, timer.seconds["generate"]), **staleness_record(batch, max_staleness)}
         if keep.any():
             kept = [r for r, k in zip(rollouts, keep) if k]
             rows = step_rows(kept, list(advantages[keep]), tokenizer.pad_token_id, cfg.update.minibatch_size)
             if roles.reference is not None and needs_reference(cfg, state.step + 1):
                 with timer("reference"):
-                    rows.ref_logprobs = roles.reference.logprobs(rows.tokens) * rows.loss_mask
+                    rows.ref_logprobs = roles.reference.logprobs(rows.tokens, row_ends(rows.loss_mask)) * rows.loss_mask
             with timer("update"):
                 roles.pool.free_gpu()                    # colocated: the engines sleep while the learners train
-                record.update(update_policy(roles.policy, rows, cfg.update, ranks, seed, state.step))
+                record.update(update_policy(roles.policy, rows, cfg.update, ranks, seed, state.step, max_staleness > 0))
             state = DriverState(state.step + 1, state.tokens_seen + int(rows.loss_mask.sum()), state.policy_version + 1)
             with timer("sync"):
-                roles.pool.sync_weights(state.policy_version)
+                stream.sync_weights(state.policy_version)
         else:  # every group was uniform: nothing to learn from this step
             state = DriverState(state.step + 1, state.tokens_seen, state.policy_version)
         record["time/step"] = time.perf_counter() - start   # sample to sync (evaluation and checkpoints aside)
@@ -107,7 +112,7 @@ def run_grpo(roles: Roles, cfg: GrpoConfig, tasks_cfg: TasksConfig, train: list[
                 record.update(evaluate(roles, held_out, tasks_cfg, seed))
         if state.step % cfg.checkpoint_every == 0 or state.step == stop_at:
             with timer("checkpoint"):
-                save_stage_checkpoint(roles, checkpoints, state, tokenizer)
+                save_stage_checkpoint(roles, checkpoints, state, tokenizer, stream)
         log.write(state.step, {**record, **timer.pop()})
         bar.update(1)
         bar.set_postfix(reward=f"{record['reward/mean']:.3f}")

@@ -2,16 +2,17 @@
 E[R(x, y)] - beta KL(pi || pi_ref) with a critic, GAE and the clipped surrogate.
 
     for each step:
-        sample     prompts_per_step tasks (a function of seed and step)
-        generate   samples_per_prompt responses per prompt on the rollout workers
+        generate   samples_per_prompt responses to each of prompts_per_step tasks (a function of seed and step);
+                   with async_rollout.max_staleness = k > 0 the workers sampled them during the last k updates
         reward     the reward model's score (and/or verifiers) per response
         reference  log pi_ref and log pi_old of every response token
         values     V(s_t) from the critic
         advantage  per-token rewards (-beta k1 each token when KL is in the reward, R at the last) -> GAE
                    -> whitened advantages, returns
-        update     critic (clipped value loss), then policy (clipped surrogate; + beta k3 when KL is in the loss)
+        update     critic (clipped value loss), then policy (clipped surrogate; + beta k3 when KL is in the loss;
+                   TIS-weighted when the rollouts may be stale)
         adapt      beta, when kl_target is set (Ziegler et al. 2019)
-        sync       the new weights -> rollout workers"""
+        sync       the new weights -> rollout workers, after the generate calls already queued on them"""
 from __future__ import annotations
 
 import dataclasses
@@ -26,7 +27,7 @@ from data.config import TasksConfig
 from data.tasks import Task
 from evals.metrics import MetricsLog, PhaseTimer
 from trainers.align_config import KlPlacement, PpoConfig
-from trainers.learners.rl_batches import ValueBatch
+from trainers.learners.rl_batches import ValueBatch, row_ends
 from trainers.loops.alignment import (
     Roles,
     begin_stage,
@@ -35,14 +36,14 @@ from trainers.loops.alignment import (
     minibatches,
     policy_logprobs,
     rollout_stats,
+    rollout_stream,
     rollout_tasks,
-    sample_rollouts,
     save_stage_checkpoint,
     step_rows,
-    step_tasks,
     update_policy,
 )
 from trainers.loops.checkpoints import Checkpoints, DriverState
+from trainers.loops.rollout_stream import staleness_record
 from trainers.losses.advantages import gae, whiten
 from trainers.losses.rl import kl_k1
 
@@ -80,21 +81,22 @@ def run_ppo(roles: Roles, cfg: PpoConfig, tasks_cfg: TasksConfig, train: list[Ta
     checkpoints, log = Checkpoints(stage_dir / "checkpoints"), MetricsLog(stage_dir)
     state = begin_stage(roles, checkpoints, log, "ppo", resume, held_out, tasks_cfg, seed)
     beta = state.kl_coef if state.kl_coef is not None else cfg.update.kl_coef
+    max_staleness = cfg.async_rollout.max_staleness
+    stream = rollout_stream(roles, train, cfg.prompts_per_step, cfg.samples_per_prompt, cfg.temperature, tasks_cfg,
+                            seed, cfg.steps, max_staleness, state, checkpoints)
     timer = PhaseTimer()
     bar = tqdm(total=cfg.steps, initial=state.step, desc="ppo", unit="step", dynamic_ncols=True)
     while state.step < cfg.steps:
         start = time.perf_counter()
-        with timer("sample"):
-            tasks = step_tasks(train, cfg.prompts_per_step, seed, state.step)
-        with timer("generate"):
-            rollouts = sample_rollouts(roles.pool, tasks, cfg.samples_per_prompt, cfg.temperature, tasks_cfg, seed,
-                                       state.step)
+        with timer("generate"):                          # async: only what the last update did not cover
+            batch = stream.take(state.step)              # and queues the next max_staleness steps' calls
+        tasks, rollouts = batch.tasks, batch.rollouts
         with timer("reward"):
             scored = roles.rewarder.score(rollout_tasks(tasks, cfg.samples_per_prompt), rollouts, cfg.reward)
         rows = step_rows(rollouts, [0.0] * len(rollouts), tokenizer.pad_token_id, cfg.update.minibatch_size)
         mask = rows.loss_mask
         with timer("reference"):
-            rows.ref_logprobs = roles.reference.logprobs(rows.tokens) * mask
+            rows.ref_logprobs = roles.reference.logprobs(rows.tokens, row_ends(mask)) * mask
             rows.old_logprobs = policy_logprobs(roles.policy, rows.tokens, ranks) * mask
         with timer("values"):
             values = np.concatenate(roles.critic.sharded(np.split(rows.tokens, ranks), lambda a, t: a.values.remote(t),
@@ -115,17 +117,17 @@ def run_ppo(roles: Roles, cfg: PpoConfig, tasks_cfg: TasksConfig, train: list[Ta
         kl_per_response = float(kl.sum(1)[:len(rollouts)].mean())
         record = {"reward/mean": float(scored.rewards.mean()), "ppo/kl_per_response": kl_per_response,
                   "ppo/kl_coef": beta, "critic/loss": value_loss, **scored.pass_rates,
-                  **rollout_stats(rollouts, timer.seconds["generate"])}
+                  **rollout_stats(rollouts, timer.seconds["generate"]), **staleness_record(batch, max_staleness)}
         if scored.model_scores is not None:
             record["reward/model_score"] = float(scored.model_scores.mean())
         version = state.policy_version
         if state.step >= cfg.critic_warmup_steps:
             with timer("update"):
                 update = dataclasses.replace(cfg.update, kl_coef=0.0 if in_reward else beta)
-                record.update(update_policy(roles.policy, rows, update, ranks, seed, state.step))
+                record.update(update_policy(roles.policy, rows, update, ranks, seed, state.step, max_staleness > 0))
             version += 1
             with timer("sync"):
-                roles.pool.sync_weights(version)
+                stream.sync_weights(version)
         if cfg.kl_target is not None:
             beta = adaptive_kl_coef(beta, kl_per_response, cfg.kl_target)
         state = DriverState(state.step + 1, state.tokens_seen + int(mask.sum()), version, beta)
@@ -135,7 +137,7 @@ def run_ppo(roles: Roles, cfg: PpoConfig, tasks_cfg: TasksConfig, train: list[Ta
                 record.update(evaluate(roles, held_out, tasks_cfg, seed))
         if state.step % cfg.checkpoint_every == 0 or state.step == cfg.steps:
             with timer("checkpoint"):
-                save_stage_checkpoint(roles, checkpoints, state, tokenizer)
+                save_stage_checkpoint(roles, checkpoints, state, tokenizer, stream)
         log.write(state.step, {**record, **timer.pop()})
         bar.update(1)
         bar.set_postfix(reward=f"{record['reward/mean']:.3f}", kl=f"{kl_per_response:.3f}")

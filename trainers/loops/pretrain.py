@@ -122,10 +122,13 @@ def run_pretrain(learners, cfg: PretrainConfig, learner_cfg: LearnerConfig, data
     return model_dir
 
 
-def save_checkpoint(learners, checkpoints: Checkpoints, state: DriverState, tokenizer, critic=None) -> Path:
+def save_checkpoint(learners, checkpoints: Checkpoints, state: DriverState, tokenizer, critic=None,
+                    driver_files: dict[str, str] | None = None) -> Path:
     """Collective on the learners (and a ppo critic, saved under critic/): DeepSpeed states, RNG, HF weights,
-    then the driver state, committed only once all of it is written."""
+    the driver's own files (name -> text), then the driver state, committed only once all of it is written."""
     staging = checkpoints.staging(state.step)
+    for name, text in (driver_files or {}).items():
+        (staging / name).write_text(text)
     hf_dir = staging / "hf"
     learners.every_rank(lambda a: a.save.remote(str(staging), str(hf_dir)), "save checkpoint")
     tokenizer.save_pretrained(str(hf_dir))  # the HF folder loads on its own in transformers and vLLM

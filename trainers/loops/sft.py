@@ -7,12 +7,12 @@ sft (worked answers from the task source):
                     [every checkpoint_every] checkpoint
 
 rsft (the paper's rejection-sampling fine-tuning, RAFT), for each round:
-    sample    prompts_per_round tasks
-    generate  N responses per prompt on the rollout workers
+    generate  N responses to each of prompts_per_round tasks on the rollout workers (with
+              async_rollout.max_staleness = k > 0, sampled during the last k rounds' SFT)
     reward    the rubric per response
     keep      the best (or top-k, or all passing) responses at or above min_reward
     sft       sft_steps optimizer steps on the kept set
-    sync      the new weights -> rollout workers"""
+    sync      the new weights -> rollout workers, after the generate calls already queued on them"""
 from __future__ import annotations
 
 import time
@@ -33,13 +33,14 @@ from trainers.loops.alignment import (
     evaluate,
     finish_stage,
     rollout_stats,
+    rollout_stream,
     rollout_tasks,
-    sample_rollouts,
     save_stage_checkpoint,
     step_seed,
     step_tasks,
 )
 from trainers.loops.checkpoints import Checkpoints, DriverState
+from trainers.loops.rollout_stream import staleness_record
 
 
 def sft_update(policy, prompts: list[list[int]], answers: list[list[int]], pad_id: int, ranks: int) -> tuple[float, int]:
@@ -100,21 +101,22 @@ def run_rsft(roles: Roles, cfg: RsftConfig, tasks_cfg: TasksConfig, train: list[
     """Each round is one step of the stage's state (checkpoints and resume are per round)."""
     checkpoints, log = Checkpoints(stage_dir / "checkpoints"), MetricsLog(stage_dir)
     state = begin_stage(roles, checkpoints, log, "rsft", resume, held_out, tasks_cfg, seed)
+    max_staleness = cfg.async_rollout.max_staleness
+    stream = rollout_stream(roles, train, cfg.prompts_per_round, cfg.samples_per_prompt, cfg.temperature, tasks_cfg,
+                            seed, cfg.rounds, max_staleness, state, checkpoints)
     timer = PhaseTimer()
     bar = tqdm(total=cfg.rounds, initial=state.step, desc="rsft", unit="round", dynamic_ncols=True)
     while state.step < cfg.rounds:
         start = time.perf_counter()
-        with timer("sample"):
-            tasks = step_tasks(train, cfg.prompts_per_round, seed, state.step)
-        with timer("generate"):
-            rollouts = sample_rollouts(roles.pool, tasks, cfg.samples_per_prompt, cfg.temperature, tasks_cfg, seed,
-                                       state.step)
+        with timer("generate"):                          # async: only what the last round's SFT did not cover
+            batch = stream.take(state.step)              # and queues the next max_staleness rounds' calls
+        tasks, rollouts = batch.tasks, batch.rollouts
         with timer("reward"):
             scored = roles.rewarder.score(rollout_tasks(tasks, cfg.samples_per_prompt), rollouts, cfg.reward)
         with timer("keep"):
             kept = kept_indices(scored.rewards.reshape(len(tasks), cfg.samples_per_prompt), cfg)
         record = {"reward/mean": float(scored.rewards.mean()), "rsft/kept": len(kept), **scored.pass_rates,
-                  **rollout_stats(rollouts, timer.seconds["generate"])}
+                  **rollout_stats(rollouts, timer.seconds["generate"]), **staleness_record(batch, max_staleness)}
         losses = []
         with timer("sft"):
             roles.pool.free_gpu()                        # colocated: the engines sleep while the learners train
@@ -128,11 +130,11 @@ def run_rsft(roles: Roles, cfg: RsftConfig, tasks_cfg: TasksConfig, train: list[
         if versions:
             record["train/loss"] = float(np.mean(losses))
             with timer("sync"):
-                roles.pool.sync_weights(state.policy_version)
+                stream.sync_weights(state.policy_version)
         with timer("evaluate"):
             record.update(evaluate(roles, held_out, tasks_cfg, seed))
         with timer("checkpoint"):
-            save_stage_checkpoint(roles, checkpoints, state, tokenizer)
+            save_stage_checkpoint(roles, checkpoints, state, tokenizer, stream)
         record["time/round"] = time.perf_counter() - start
         log.write(state.step, {**record, **timer.pop()})
         bar.update(1)

@@ -58,6 +58,24 @@ def policy_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: 
     return loss, clipped.to(loss.dtype)
 
 
+def truncated_importance_weights(old_logprobs: torch.Tensor, behaviour_logprobs: torch.Tensor,
+                                 cap: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Truncated importance sampling (TIS) for rollouts sampled by other weights than pi_old, the policy
+    before this update (asynchronous rollouts, or an engine whose numerics differ from the learner's):
+
+        w = min(pi_old / pi_behaviour, C)    per token (Espeholt et al. 2018's truncated rho, applied to
+                                             the clipped surrogate as verl and OpenRLHF do).
+
+    The truncation bounds the variance that a token the behaviour policy sampled far more often than
+    pi_old would add. old_logprobs [B, T], behaviour_logprobs [B, T] (what the rollout worker sampled with);
+    both constants. Returns (weights [B, T], ratios [B, T]) with ratios the untruncated pi_old / pi_behaviour."""
+    if not cap > 0:
+        raise ValueError(f"the TIS cap must be > 0, got {cap}")
+    log_ratio = (_wide(old_logprobs) - _wide(behaviour_logprobs)).clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
+    ratios = log_ratio.exp()                                                 # [B, T]
+    return ratios.clamp(max=cap), ratios
+
+
 def value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor,
                clip: float | None) -> torch.Tensor:
     """Critic loss per token: 0.5 * (V - R)^2, or with clip c the pessimistic clipped form of PPO
