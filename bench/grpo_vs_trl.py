@@ -1,18 +1,23 @@
 """GRPO race: tether's grpo stage against TRL's GRPOTrainer on the same work, measured in one run.
 
-    .venv/bin/python bench/grpo_vs_trl.py [--model runs/tiny/sft/model] [--steps 8] [--prompts-per-step 16] \
-        [--group-size 8] [--trl-python /work/trl-venv/bin/python]
+    .venv/bin/python bench/grpo_vs_trl.py [--model runs/tiny/sft/model] [--steps 20] [--prompts-per-step 16] \
+        [--group-size 8] [--trl-python .venv-trl/bin/python]
 
 Same model (the demo's policy), same prompts in the same order per step, group size, sampling
 temperature 1, learning rate and step count, at two response lengths: short answers (the model stops
-itself, at most 32 new tokens) and completions of exactly 128 tokens (min = max new tokens). Both are
-on-policy with one optimizer step per batch and no reference model. Reported per side: the median
-wall seconds per step (step 1 left out: warm-up), rollout tokens/s, and tether's per-phase split; plus
-both reward curves (PNG). TRL runs in its own venv (bench/trl-requirements.txt), as a subprocess, after
-tether's run, so the two never share the CPU. Writes its table to docs/benchmarks.md."""
+itself, at most 32 new tokens) and completions of exactly 128 tokens (min = max new tokens). No KL term
+on either side. TRL is on-policy with one optimizer step per batch, at its faster precision (fp32 or bf16,
+both measured), gradient checkpointing off. tether runs twice: synchronous (as configs/tiny.yaml sets
+grpo) and with async rollouts (grpo.async_rollout.max_staleness 1: the workers sample step s+1 while the
+learners train on step s). Reported per run: the median wall seconds per step (step 1 left out: warm-up),
+rollout tokens per wall second, the reward gained per wall minute, tether's per-phase split and how much of
+the synchronous run's generation the async run hid; the reward curves against wall time (PNG). TRL runs in
+its own venv, built from bench/trl-requirements.txt on first use, as a subprocess after tether's runs, so
+that the two never share the CPU. Writes its table to docs/benchmarks.md."""
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import statistics
@@ -47,98 +52,129 @@ def write_prompts(model: Path, steps: int, per_step: int, out: Path) -> None:
     out.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
-def run_tether(model: Path, args, max_new: int, min_new: int, runs: Path) -> dict:
-    name = f"race_{max_new}"
+def run_tether(model: Path, args, max_new: int, min_new: int, runs: Path, staleness: int) -> dict:
+    name = f"race_{max_new}_k{staleness}"
     overrides = [f"name={name}", f"runs_dir={runs}", "stages=[grpo]", f"model.path={model}", f"tasks.train={TASKS}",
                  f"grpo.steps={args.steps}", f"grpo.prompts_per_step={args.prompts_per_step}",
-                 f"grpo.group_size={args.group_size}", f"grpo.update.minibatch_size={args.prompts_per_step * args.group_size}",
-                 f"grpo.update.lr={LR}", "grpo.update.warmup_steps=0", f"grpo.eval_every={10 * args.steps}",
-                 f"grpo.checkpoint_every={args.steps}", f"tasks.max_new_tokens={max_new}", f"tasks.min_new_tokens={min_new}",
-                 "tasks.held_out.count=8", "tasks.eval_samples=1", "tasks.eval_k=1", "rewards.reward_model=null"]
+                 f"grpo.group_size={args.group_size}",
+                 f"grpo.update.minibatch_size={args.prompts_per_step * args.group_size}", f"grpo.update.lr={LR}",
+                 "grpo.update.warmup_steps=0", f"grpo.eval_every={10 * args.steps}",
+                 f"grpo.checkpoint_every={args.steps}",
+                 f"grpo.async_rollout.max_staleness={staleness}", f"tasks.max_new_tokens={max_new}",
+                 f"tasks.min_new_tokens={min_new}", "tasks.held_out.count=8", "tasks.eval_samples=1", "tasks.eval_k=1",
+                 "rewards.reward_model=null"]
     done = subprocess.run([sys.executable, "-m", "cluster.cli", "run", "configs/tiny.yaml", *overrides], cwd=ROOT,
                           capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=3600)
     if done.returncode != 0:
         raise RuntimeError(f"tether run failed:\n{done.stderr[-3000:]}")
     steps = [r for r in map(json.loads, (runs / name / "grpo/metrics.jsonl").read_text().splitlines()) if r["step"] > 0]
     timed = steps[1:]
-    phases = sorted({k for r in timed for k in r if k.startswith("time/") and k not in ("time/step", "time/evaluate",
-                                                                                         "time/checkpoint")})
-    return {"median_step_s": statistics.median(r["time/step"] for r in timed),
-            "tokens_per_s": statistics.median(r["rollout/tokens_per_s"] for r in timed),
-            "phases": {p.removeprefix("time/"): statistics.median(r.get(p, 0.0) for r in timed) for p in phases},
-            "rewards": [r["reward/mean"] for r in steps]}
+    skip = ("time/step", "time/evaluate", "time/checkpoint", "time/reference")   # reference: the last step's KL log
+    phases = sorted({k for r in timed for k in r if k.startswith("time/") and k not in skip})
+    return {"seconds": [r["time/step"] for r in steps], "rewards": [r["reward/mean"] for r in steps],
+            "tokens": [r["rollout/response_tokens"] * r["rollout/responses"] for r in steps],
+            "phases": {p.removeprefix("time/"): statistics.median(r.get(p, 0.0) for r in timed) for p in phases}}
 
 
-def run_trl(model: Path, prompts: Path, args, max_new: int, min_new: int, bf16: int, out: Path) -> dict:
-    command = [args.trl_python, str(ROOT / "bench/trl_grpo.py"), "--model", str(model), "--prompts", str(prompts),
+def trl_venv(python: Path) -> Path:
+    """TRL's interpreter; built from bench/trl-requirements.txt the first time (a venv apart from tether's)."""
+    if not python.is_file():
+        venv = python.parents[1]
+        print(f"building TRL's venv at {venv} from bench/trl-requirements.txt", flush=True)
+        subprocess.run(["python3.11", "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", "-r", str(ROOT / "bench/trl-requirements.txt")],
+                       check=True)
+    return python
+
+
+def run_trl(python: Path, model: Path, prompts: Path, args, max_new: int, min_new: int, bf16: int, out: Path) -> dict:
+    command = [str(python), str(ROOT / "bench/trl_grpo.py"), "--model", str(model), "--prompts", str(prompts),
                "--steps", str(args.steps), "--prompts-per-step", str(args.prompts_per_step), "--group-size",
                str(args.group_size), "--max-new-tokens", str(max_new), "--min-new-tokens", str(min_new),
                "--temperature", "1.0", "--lr", str(LR), "--bf16", str(bf16), "--out", str(out)]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=3600)
     if done.returncode != 0:
         raise RuntimeError(f"TRL run failed:\n{done.stderr[-3000:]}")
-    result = json.loads(out.read_text())
-    return {"median_step_s": result["median_step_s"], "tokens_per_s": result["rollout_tokens_per_s"],
-            "generate_s": result["median_generate_s"], "rewards": [s["reward_mean"] for s in result["steps"]]}
+    steps = json.loads(out.read_text())["steps"]
+    return {"seconds": [s["seconds"] for s in steps], "rewards": [s["reward_mean"] for s in steps],
+            "tokens": [s["completion_tokens"] for s in steps],
+            "generate": statistics.median(s["generate_s"] for s in steps[1:])}
 
 
-def plot(curves: dict[str, list[float]], out: Path) -> None:
-    with png(out, (6, 3.5), dpi=100) as [ax]:
-        for label, rewards in curves.items():
-            ax.plot(range(1, len(rewards) + 1), rewards, marker=".", label=label)
-        ax.set_xlabel("step")
-        ax.set_ylabel("mean reward")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+def figures(run: dict) -> tuple[float, float, float]:
+    """(median seconds per step, rollout tokens per wall second, reward gained per wall minute), step 1 left out;
+    the gain is the mean reward of the last 5 steps minus that of the first 5."""
+    seconds, tokens, rewards = run["seconds"][1:], run["tokens"][1:], run["rewards"]
+    gain = statistics.mean(rewards[-5:]) - statistics.mean(rewards[:5])
+    return statistics.median(seconds), sum(tokens) / sum(seconds), gain / (sum(run["seconds"]) / 60)
+
+
+def plot(curves: dict[str, dict[str, dict]], out: Path) -> None:
+    with png(out, (11, 3.8), panels=len(curves), dpi=100) as axes:
+        for ax, (label, runs) in zip(axes, curves.items()):
+            for arm, run in runs.items():
+                ax.plot(list(itertools.accumulate(run["seconds"])), run["rewards"], marker=".", label=arm)
+            ax.set(xlabel="wall seconds", ylabel="mean reward", title=label)
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, default=ROOT / "runs/tiny/sft/model")
-    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--prompts-per-step", type=int, default=16)
     parser.add_argument("--group-size", type=int, default=8)
-    parser.add_argument("--trl-python", default="/work/trl-venv/bin/python")
+    parser.add_argument("--trl-python", type=Path, default=ROOT / ".venv-trl/bin/python")
     args = parser.parse_args()
     if not (args.model / "config.json").is_file():
         raise SystemExit(f"{args.model} is not a model directory: run `make demo` first, or pass --model")
+    if args.steps < 10:
+        raise SystemExit("--steps: at least 10 (the reward gain compares the first 5 steps with the last 5)")
+    python = trl_venv(args.trl_python)
     rows, curves = [], {}
     with tempfile.TemporaryDirectory() as tmp:
         prompts = Path(tmp) / "prompts.jsonl"
         write_prompts(args.model, args.steps, args.prompts_per_step, prompts)
         for label, max_new, min_new in SETTINGS:
-            ours = run_tether(args.model, args, max_new, min_new, Path(tmp) / "runs")
-            theirs = {bf16: run_trl(args.model, prompts, args, max_new, min_new, bf16, Path(tmp) / f"trl_{max_new}_{bf16}.json")
-                      for bf16 in (0, 1)}
-            best = min(theirs, key=lambda b: theirs[b]["median_step_s"])
-            trl = theirs[best]
-            split = ", ".join(f"{k} {v:.2f}" for k, v in ours["phases"].items())
-            rows.append(f"| {label} | {ours['median_step_s']:.2f} | {trl['median_step_s']:.2f} "
-                        f"({'bf16' if best else 'fp32'}; other {theirs[1 - best]['median_step_s']:.2f}) | "
-                        f"{ours['median_step_s'] / trl['median_step_s']:.2f}x | {ours['tokens_per_s']:.0f} | "
-                        f"{trl['tokens_per_s']:.0f} | {split} | {trl['generate_s']:.2f} |")
-            curves[f"tether, {label}"] = ours["rewards"]
-            curves[f"TRL, {label}"] = trl["rewards"]
+            ours = {k: run_tether(args.model, args, max_new, min_new, Path(tmp) / "runs", k) for k in (0, 1)}
+            theirs = {bf16: run_trl(python, args.model, prompts, args, max_new, min_new, bf16,
+                                    Path(tmp) / f"trl_{max_new}_{bf16}.json") for bf16 in (0, 1)}
+            best = min(theirs, key=lambda b: figures(theirs[b])[0])
+            trl_step, trl_tokens, trl_gain = figures(theirs[best])
+            hidden = 1 - ours[1]["phases"]["generate"] / ours[0]["phases"]["generate"]
+            for k, arm in ((0, "tether, synchronous"), (1, "tether, async (max_staleness 1)")):
+                step, tokens, gain = figures(ours[k])
+                split = ", ".join(f"{p} {v:.2f}" for p, v in ours[k]["phases"].items())
+                overlap = f"{hidden:.0%} of generation hidden" if k else "none"
+                rows.append(f"| {label} | {arm} | {step:.2f} | {step / trl_step:.2f}x | {tokens:.0f} | {gain:+.3f} | "
+                            f"{split} | {overlap} |")
+                print(rows[-1], flush=True)
+            other = theirs[1 - best]
+            rows.append(f"| {label} | TRL {'bf16' if best else 'fp32'} (other precision: "
+                        f"{figures(other)[0]:.2f} s/step) | {trl_step:.2f} | 1.00x | {trl_tokens:.0f} | "
+                        f"{trl_gain:+.3f} | "
+                        f"generate {theirs[best]['generate']:.2f} | none |")
             print(rows[-1], flush=True)
+            curves[label] = {"tether sync": ours[0], "tether async": ours[1], "TRL": theirs[best]}
     plot(curves, ROOT / "docs/grpo_vs_trl.png")
     from bench.report import write_section
+    model = args.model.relative_to(ROOT) if args.model.is_relative_to(ROOT) else args.model
     write_section("grpo_vs_trl", f"""## GRPO step: tether vs TRL GRPOTrainer (`bench/grpo_vs_trl.py`)
 
-{args.steps} steps of {args.prompts_per_step} prompts x {args.group_size} responses on the demo's policy
-(`{args.model.relative_to(ROOT) if args.model.is_relative_to(ROOT) else args.model}`), temperature 1, lr {LR}, on-policy,
-no KL term in the loss (tether still runs its reference policy each step to log the KL, the
-`reference` phase; TRL at beta 0 loads none); medians over steps 2..{args.steps}. TRL at its faster precision of fp32 and bf16 (the
-other in brackets), its own `generate`; tether with its rollout worker (vLLM), verifier worker and two
-DeepSpeed ranks of one thread each, as configs/tiny.yaml sets them. Target: tether at most 0.5x TRL's
-time per step. On this 2-core machine one vLLM worker thread generates no faster than TRL's two-thread
-`generate` (the tokens/s columns), and the update of two one-thread ranks costs what TRL's costs, so
-the race is even; tether's generation runs on its own worker, which a GPU cluster scales out.
+`.venv/bin/python bench/grpo_vs_trl.py --model {model} --steps {args.steps}`: {args.steps} steps of
+{args.prompts_per_step} prompts x {args.group_size} responses on the demo's policy, temperature 1, lr {LR}, no KL
+term; medians over steps 2..{args.steps}. TRL at its faster precision (the other in brackets), gradient
+checkpointing off, its own `generate` (two threads); tether with one vLLM worker thread, a verifier worker and two
+DeepSpeed ranks of one thread each, as configs/tiny.yaml sets them, synchronous and with async rollouts. Tokens/s
+are rollout tokens per wall second of the whole step; reward/min is the mean reward of the last 5 steps minus
+that of the first 5, per wall minute of the run. Target (issue 24): tether at most 0.5x TRL's time per step.
 
-| completions | tether s/step | TRL s/step | tether / TRL | tether tokens/s | TRL tokens/s | tether phases (s) | TRL generate (s) |
+| completions | run | s/step | / TRL | tokens/s | reward/min | phases (s, medians) | overlap |
 |---|---|---|---|---|---|---|---|
 {chr(10).join(rows)}
 
-![reward curves](grpo_vs_trl.png)""")
+![reward against wall time](grpo_vs_trl.png)""")
 
 
 if __name__ == "__main__":

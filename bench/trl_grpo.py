@@ -1,6 +1,6 @@
 """TRL's GRPOTrainer on the same GRPO work as tether's stage, for bench/grpo_vs_trl.py to compare against.
 
-    /work/trl-venv/bin/python bench/trl_grpo.py --model DIR --prompts FILE.jsonl --steps S --prompts-per-step P \
+    .venv-trl/bin/python bench/trl_grpo.py --model DIR --prompts FILE.jsonl --steps S --prompts-per-step P \
         --group-size G --max-new-tokens L --temperature 1.0 --lr 1e-5 --bf16 {0,1} --out result.json [--seed 0]
 
 Runs in its own venv (bench/trl-requirements.txt), never imports tether. Each optimizer step takes the next P rows
