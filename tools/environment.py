@@ -1,0 +1,97 @@
+"""The Environment an episode steps through, and the default one: tool calls in a documented chat format.
+
+    env.reset(task) -> observation ids      the prompt the first model turn continues
+    env.step(action ids) -> EnvStep         the model's turn in; the ids appended after it (a tool's result,
+                                            masked out of the loss), whether the episode ended, reward parts
+
+The default format, inside the assistant's turn: the model writes `<tool>name: args</tool>` (generation stops
+at `</tool>`), the environment appends `<result>...</result>` tokenised once, and the model goes on; a turn
+without a call (or the max_turns-th) ends the episode. Token ids are never re-tokenised: the episode is the
+prompt, then each model turn as the engine sampled it, then each result as the environment tokenised it."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Callable, Optional, Protocol
+
+from data.tasks import Task
+from tools.config import EpisodeConfig
+from tools.registry import BoundTool, bind, load, run_tool
+from tools.types import ToolCall, ToolContext, ToolResult
+
+CALL_OPEN, CALL_CLOSE = "<tool>", "</tool>"
+RESULT_OPEN, RESULT_CLOSE = "<result>", "</result>"
+CALL = re.compile(r"<tool>\s*([^:<>\s]+)\s*:(.*?)</tool>\s*$", re.S)
+ENVIRONMENT_GROUP = "tether.environments"
+
+
+@dataclass
+class EnvStep:
+    observation: list[int]                     # ids appended after the model's turn (masked out of the loss)
+    done: bool
+    reward_parts: dict[str, float] = field(default_factory=dict)   # per-turn parts, summed over the episode
+
+
+class Environment(Protocol):
+    stop: list[str]                            # strings that end a model turn (besides EOS)
+
+    def reset(self, task: Task) -> list[int]: ...
+
+    def step(self, action: list[int]) -> EnvStep: ...
+
+
+def parse_call(text: str) -> Optional[ToolCall]:
+    """The call a model turn ends with, if it ends with one: `<tool>name: args</tool>`."""
+    match = CALL.search(text)
+    return ToolCall(match.group(1), match.group(2).strip()) if match else None
+
+
+class ToolEnvironment:
+    """One episode at a time. call_tool runs a call (default: in this process, bounded by the tool's timeout;
+    a rollout worker passes the tool pool's)."""
+    stop = [CALL_CLOSE]
+
+    def __init__(self, tokenizer, tools: dict[str, BoundTool], cfg: EpisodeConfig,
+                 call_tool: Callable[[BoundTool, ToolCall, ToolContext, int], ToolResult] = run_tool):
+        self.tokenizer, self.tools, self.cfg, self.call_tool = tokenizer, tools, cfg, call_tool
+        self.task: Optional[Task] = None
+        self.turn = 0
+
+    def reset(self, task: Task) -> list[int]:
+        self.task, self.turn = task, 0
+        return list(task.prompt_ids)
+
+    def step(self, action: list[int]) -> EnvStep:
+        self.turn += 1
+        call = parse_call(self.tokenizer.decode(action, skip_special_tokens=False))
+        if call is None or self.turn >= self.cfg.max_turns:
+            return EnvStep([], True)
+        tool = self.tools.get(call.name)
+        if tool is None:
+            result = ToolResult(f"error: no tool '{call.name}' (offered: {', '.join(self.tools)})", error=True)
+        else:
+            result = self.call_tool(tool, call, ToolContext(self.task.sample if self.task else None, self.turn),
+                                    self.cfg.max_result_chars)
+        text = f"{RESULT_OPEN}{result.text}{RESULT_CLOSE}"
+        return EnvStep(self.tokenizer(text, add_special_tokens=False)["input_ids"], False,
+                       {"tool_calls": 1.0, "tool_errors": float(result.error)})
+
+
+def bind_tools(cfg: EpisodeConfig) -> dict[str, BoundTool]:
+    """name -> bound tool; two tools under one name are an error."""
+    tools: dict[str, BoundTool] = {}
+    for spec in cfg.tools:
+        tool = bind(spec)
+        if tool.name in tools:
+            raise ValueError(f"episode.tools: two tools are named '{tool.name}' (set name: on one)")
+        tools[tool.name] = tool
+    return tools
+
+
+def make_environment(cfg: EpisodeConfig, tokenizer, call_tool=run_tool) -> Environment:
+    """The configured environment: the default ToolEnvironment, or cfg.environment's factory, called as
+    factory(tokenizer, tools, cfg) (a class or a function)."""
+    tools = bind_tools(cfg)
+    if cfg.environment is None:
+        return ToolEnvironment(tokenizer, tools, cfg, call_tool)
+    return load(cfg.environment, ENVIRONMENT_GROUP, {}, "environment")(tokenizer, tools, cfg)
