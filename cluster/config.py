@@ -20,6 +20,8 @@ from modeling.config import ModelConfig
 from rewards.config import RewardConfig
 from rollout.config import EngineKind, RolloutConfig
 from rollout.types import Sampling
+from tools.config import EpisodeConfig
+from tools.environment import check_episode
 from trainers.align_config import (
     CriticInit,
     DpoConfig,
@@ -369,6 +371,13 @@ def validate_alignment(job: JobConfig, need) -> None:
         need(u.tis_cap is None or u.tis_cap > 0, f"{key}.tis_cap: must be > 0 or null")
         lr_floor(f"{key}.min_lr_ratio", u.min_lr_ratio)
 
+    def episode(key: str, e: Optional[EpisodeConfig]) -> None:
+        try:
+            if e is not None:
+                check_episode(e, job.model.max_seq_len, job.rollout.lora_rank)
+        except (LookupError, ValueError) as error:
+            raise ConfigError(f"{key}.episode: {error}") from None
+
     def async_rollout(key: str, a) -> None:
         need(a.max_staleness >= 0, f"{key}.async_rollout.max_staleness: must be >= 0 (0: synchronous)")
         need(a.max_staleness == 0 or not job.rollout.colocate,
@@ -394,6 +403,7 @@ def validate_alignment(job: JobConfig, need) -> None:
         g = job.grpo
         update("grpo.update", g.update)
         async_rollout("grpo", g.async_rollout)
+        episode("grpo", g.episode)
         need(g.steps >= 1 and g.prompts_per_step >= 1 and g.group_size >= 2,
              "grpo: needs steps >= 1, prompts_per_step >= 1, group_size >= 2")
         need(g.stop_after_steps is None or g.stop_after_steps >= 1, "grpo.stop_after_steps: must be >= 1 or null")
@@ -402,6 +412,7 @@ def validate_alignment(job: JobConfig, need) -> None:
         r = job.rsft
         rows("rsft.batch_size", r.batch_size)
         async_rollout("rsft", r.async_rollout)
+        episode("rsft", r.episode)
         need(r.rounds >= 1 and r.prompts_per_round >= 1 and r.samples_per_prompt >= 1 and r.sft_steps >= 1 and r.top_k >= 1,
              "rsft: rounds, prompts_per_round, samples_per_prompt, sft_steps, top_k: must be >= 1")
         need(0 <= r.warmup_steps < r.rounds * r.sft_steps and r.lr > 0,
@@ -413,6 +424,7 @@ def validate_alignment(job: JobConfig, need) -> None:
         key = stage.value
         update(f"{key}.update", p.update)
         async_rollout(key, p.async_rollout)
+        episode(key, p.episode)
         need(p.steps >= 1 and p.prompts_per_step >= 1 and p.samples_per_prompt >= 1,
              f"{key}: needs steps, prompts_per_step and samples_per_prompt >= 1")
         need(0 < p.gamma <= 1 and 0 <= p.lam <= 1, f"{key}: gamma must be in (0, 1] and lam in [0, 1]")

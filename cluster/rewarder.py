@@ -60,14 +60,15 @@ class Rewarder:
         return RewardTerms.verifiers if self.pool is not None else RewardTerms.reward_model
 
     def score(self, tasks: list[Task], rollouts: list[Rollout], terms: RewardTerms) -> Scored:
-        """tasks[i] is the task rollouts[i] answers."""
+        """tasks[i] is the task rollouts[i] answers. Verifiers read the model's final turn (an episode's tool
+        results are not its answer); the reward model reads the whole response."""
         use_verifiers = terms in (RewardTerms.verifiers, RewardTerms.both)
         use_model = terms in (RewardTerms.reward_model, RewardTerms.both)
         if use_verifiers and self.pool is None:
             raise ValueError("the reward uses verifiers, but rewards.verifiers is empty")
         if use_model and not self.has_reward_model:
             raise ValueError("the reward uses a reward model, but none is configured (rewards.reward_model)")
-        texts = [self.tokenizer.decode(r.response_ids, skip_special_tokens=True) for r in rollouts]
+        texts = [self.tokenizer.decode(r.final_turn(), skip_special_tokens=True) for r in rollouts]
         verdicts = self.pool.verify([t.sample for t in tasks], texts) if self.pool else [[] for _ in rollouts]
         model_scores = self._model_scores(rollouts, texts) if use_model else None
         weights = [v.weight if use_verifiers else 0.0 for v in self.cfg.verifiers]

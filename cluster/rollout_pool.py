@@ -4,12 +4,14 @@
     pool.sync_weights(version)             # learner rank 0 -> every worker, in buckets; all learner ranks gather
     pool.generate(prompts, sampling)       # prompts spread over the workers by load; n Rollouts per prompt
     pool.submit(prompts, sampling)         # the same, returning at once; .result() waits (async rollouts)
+    pool.submit_episodes(tasks, s, cfg)    # multi-turn episodes with tools, one Rollout per task; .result() waits
     pool.free_gpu()                        # colocated mode: the engines sleep while the learners train
 
 A worker that dies during generate is restarted, brought to the current weights, and given its
 prompts again. Every wait is bounded by rollout.timeout_s and names the worker when it runs out."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import ray
@@ -18,10 +20,12 @@ from ray.util.placement_group import PlacementGroup, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from cluster.actor_group import Bundle, RoleError, place_role
+from data.tasks import Task
 from rollout.config import PromptOverflow, RolloutConfig
 from rollout.types import Rollout, Sampling
 from rollout.weight_sync import Route, TensorSpec, members, plan_buckets, plan_routes
 from rollout.worker import RolloutWorker
+from tools.config import EpisodeConfig
 
 log = logging.getLogger(__name__)
 MAX_RESTARTS_PER_CALL = 3
@@ -133,7 +137,24 @@ class RolloutPool:
         prompts = fit_prompts(prompts, s.max_new_tokens, self.context_len, self.cfg.prompt_overflow)
         self._wake()
         shares = spread_by_load([len(p) + s.n * s.max_new_tokens for p in prompts], len(self.workers))
-        return PendingGenerate(self, prompts, s, [(w, indices) for w, indices in enumerate(shares) if indices])
+        return PendingGenerate(self, len(prompts), shares,
+                               lambda worker, indices: worker.generate.remote([prompts[i] for i in indices], s))
+
+    def submit_episodes(self, tasks: list[Task], s: Sampling, cfg: EpisodeConfig) -> "PendingGenerate":
+        """One multi-turn episode per task (rollout.episodes), spread over the workers by their prompts' length;
+        result() gives one Rollout per task. Like submit, it returns at once."""
+        if not tasks:
+            raise ValueError("run_episodes: the task list is empty")
+        room = min(cfg.max_episode_tokens, self.context_len)
+        too_long = [i for i, t in enumerate(tasks) if len(t.prompt_ids) >= room]
+        if too_long:
+            raise ValueError(f"task {too_long[0]}: its prompt of {len(tasks[too_long[0]].prompt_ids)} tokens leaves "
+                             f"no room in max_episode_tokens={cfg.max_episode_tokens} (context {self.context_len})")
+        self._wake()
+        cfg = dataclasses.replace(cfg, max_episode_tokens=room)       # an episode never outgrows the context
+        shares = spread_by_load([len(t.prompt_ids) + room for t in tasks], len(self.workers))
+        return PendingGenerate(self, len(tasks), shares,
+                               lambda worker, indices: worker.run_episodes.remote([tasks[i] for i in indices], s, cfg))
 
     def restart(self, index: int, dead=None) -> None:
         """Replace worker `index` and bring it to the current weights before it takes work. dead: the handle
@@ -169,21 +190,24 @@ class RolloutPool:
 
 
 class PendingGenerate:
-    """One generate call in flight on the workers. result() waits (each wait bounded by rollout.timeout_s);
-    a share whose worker died is given again to its replacement, at the weights the pool holds then."""
+    """One call in flight on the workers, one result per input (a group of rollouts per prompt, or one episode per
+    task). result() waits (each wait bounded by rollout.timeout_s); a share whose worker died is given again to its
+    replacement, at the weights the pool holds then."""
 
-    def __init__(self, pool: RolloutPool, prompts: list[list[int]], s: Sampling, shares: list[tuple[int, list[int]]]):
-        self.pool, self.prompts, self.sampling = pool, prompts, s
+    def __init__(self, pool: RolloutPool, count: int, shares: list[list[int]], send):
+        """send(worker, indices) -> the ObjectRef of that worker's call on those inputs."""
+        self.pool, self.count, self.send = pool, count, send
         self.pending = {}
-        for w, indices in shares:
-            self._send(w, indices)
+        for w, indices in enumerate(shares):
+            if indices:
+                self._send(w, indices)
 
     def _send(self, w: int, indices: list[int]) -> None:
         worker = self.pool.workers[w]
-        self.pending[worker.generate.remote([self.prompts[i] for i in indices], self.sampling)] = (w, indices, worker)
+        self.pending[self.send(worker, indices)] = (w, indices, worker)
 
-    def result(self) -> list[list[Rollout]]:
-        results: list[list[Rollout] | None] = [None] * len(self.prompts)
+    def result(self) -> list:
+        results: list = [None] * self.count
         restarts = 0
         while self.pending:
             done, _ = ray.wait(list(self.pending), num_returns=1, timeout=self.pool.cfg.timeout_s)
@@ -193,8 +217,8 @@ class PendingGenerate:
                                 f"{self.pool.cfg.timeout_s:.0f}s")
             w, indices, worker = self.pending.pop(done[0])
             try:
-                for i, rollouts in zip(indices, ray.get(done[0])):
-                    results[i] = rollouts
+                for i, out in zip(indices, ray.get(done[0])):
+                    results[i] = out
             except RayActorError:
                 restarts += 1
                 if restarts > MAX_RESTARTS_PER_CALL:

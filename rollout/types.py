@@ -46,10 +46,27 @@ class FinishReason(Enum):
 
 @dataclass
 class Rollout:
-    """One sampled response y to a prompt x."""
+    """One sampled response y to a prompt x; for a multi-turn episode, y is everything after the prompt: the
+    model's turns as sampled and the environment's observations between them."""
     prompt_ids: list[int]        # x, [P]
     response_ids: list[int]      # y, [R]
-    logprobs: list[float]        # [R] log pi_theta(y_t | x, y_<t) of the untempered model (what the learner computes)
+    logprobs: list[float]        # [R] log pi_theta(y_t | x, y_<t) of the untempered model (what the learner
+                                 # computes); 0.0 on observation tokens
     finish_reason: FinishReason
     policy_version: int          # the weights it was sampled under (0 = the stage's initial weights)
     provenance: tuple[str, ...] = ()   # ids of the retrieved chunks in the prompt (RAG), set by the driver
+    response_mask: Optional[list[int]] = None   # [R] 1: sampled by the model (in the loss), 0: an observation;
+                                                # None: every token sampled (a single turn)
+    turns: int = 1               # model turns
+    env_parts: dict[str, float] = field(default_factory=dict)   # the environment's reward parts, summed
+
+    def sampled_mask(self) -> list[int]:
+        """[R]: 1 on the tokens the model sampled."""
+        return [1] * len(self.response_ids) if self.response_mask is None else self.response_mask
+
+    def final_turn(self) -> list[int]:
+        """The model's last turn: the ids after the last observation (all of y for a single turn). Verifiers
+        score this, so that no tool's output can stand in for the model's answer."""
+        mask = self.sampled_mask()
+        last = max((j for j, m in enumerate(mask) if not m), default=-1)
+        return self.response_ids[last + 1:]

@@ -9,9 +9,13 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from data.tasks import Task
 from rollout.config import EngineKind, RolloutConfig
+from rollout.episodes import BatchTurns, VllmTurns, run_episodes
 from rollout.types import FinishReason, Rollout, Sampling
 from rollout.weight_sync import DeviceId, Member, TensorSpec, device_id, open_receiver, receive_buckets
+from tools.config import EpisodeConfig
+from tools.environment import make_environment
 
 
 class VllmEngine:
@@ -28,18 +32,19 @@ class VllmEngine:
         self.adapter_dir = Path(tempfile.mkdtemp(prefix="tether_adapter_"))
 
     def generate(self, prompts: list[list[int]], s: Sampling) -> list[list[tuple[list[int], list[float], FinishReason]]]:
-        from vllm import SamplingParams
         if s.seed is not None:
             # Per-request seeds crash vLLM's CPU worker; without one its sampler draws from torch's
             # global generator, which lives in this process (multiprocessing off).
             import torch
             torch.manual_seed(s.seed)
-        params = SamplingParams(n=s.n, temperature=max(s.temperature, 0.0), top_k=s.top_k, top_p=s.top_p,
-                                max_tokens=s.max_new_tokens, min_tokens=s.min_new_tokens, stop=s.stop or None,
-                                logprobs=0)
-        outs = self.llm.generate([{"prompt_token_ids": p} for p in prompts], params, use_tqdm=False,
+        outs = self.llm.generate([{"prompt_token_ids": p} for p in prompts], _params(s), use_tqdm=False,
                                  lora_request=self.adapter)
         return [[_completion(c) for c in out.outputs] for out in outs]
+
+    def turns(self) -> VllmTurns:
+        if self.adapter is not None:
+            raise ValueError("multi-turn episodes do not serve a LoRA adapter yet (rollout.lora_rank: 0)")
+        return VllmTurns(self.llm, _params, _completion)
 
     def load_adapter(self, tensors: dict, config: dict, version: int) -> None:
         """Serve a new LoRA adapter (peft's tensor names and adapter_config fields) on the unchanged base
@@ -78,6 +83,12 @@ class VllmEngine:
         self.llm.wake_up(tags)
 
 
+def _params(s: Sampling):
+    from vllm import SamplingParams
+    return SamplingParams(n=s.n, temperature=max(s.temperature, 0.0), top_k=s.top_k, top_p=s.top_p,
+                          max_tokens=s.max_new_tokens, min_tokens=s.min_new_tokens, stop=s.stop or None, logprobs=0)
+
+
 def _completion(c) -> tuple[list[int], list[float], FinishReason]:
     ids = list(c.token_ids)
     logprobs = [step[token].logprob for step, token in zip(c.logprobs, ids)]
@@ -101,6 +112,9 @@ class ReferenceWorkerEngine:
     def generate(self, prompts, s):
         return self.engine.generate(prompts, s)
 
+    def turns(self) -> BatchTurns:
+        return BatchTurns(self.engine)
+
     def vocab_size(self) -> int:
         return self.engine.model.config.vocab_size
 
@@ -122,7 +136,8 @@ ENGINES = {EngineKind.vllm: VllmEngine, EngineKind.reference: ReferenceWorkerEng
 
 class RolloutWorker:
     def __init__(self, index: int, model_dir: str, cfg: RolloutConfig, version: int):
-        self.index, self.cfg, self.version = index, cfg, version
+        self.index, self.cfg, self.version, self.model_dir = index, cfg, version, model_dir
+        self.tokenizer = None        # loaded on the first episode (the environment tokenises observations)
         self.engine = ENGINES[cfg.engine](model_dir, cfg)
 
     def generate(self, prompts: list[list[int]], s: Sampling) -> list[list[Rollout]]:
@@ -132,6 +147,19 @@ class RolloutWorker:
             s = dataclasses.replace(s, seed=s.seed + self.index)
         return [[Rollout(p, ids, lps, reason, self.version) for ids, lps, reason in samples]
                 for p, samples in zip(prompts, self.engine.generate(prompts, s))]
+
+    def run_episodes(self, tasks: list[Task], s: Sampling, cfg: EpisodeConfig) -> list[Rollout]:
+        """One multi-turn episode per task (token in, token out), each with its own environment; tool calls run
+        in this process, each bounded by its tool's timeout. A seeded Sampling is offset by the worker's index."""
+        from data.tokenizer import load_tokenizer
+        if self.tokenizer is None:
+            self.tokenizer = load_tokenizer(self.model_dir)
+        if s.seed is not None:
+            import torch
+            torch.manual_seed(s.seed + self.index)
+        envs = [make_environment(cfg, self.tokenizer) for _ in tasks]
+        return run_episodes(self.engine.turns(), envs, tasks, dataclasses.replace(s, seed=None), cfg.max_episode_tokens,
+                            self.version)
 
     def device_id(self) -> DeviceId:
         """Where this worker's engine holds its weights (the weight sync picks the route from it)."""

@@ -35,3 +35,6 @@ class EpisodeConfig:
     """Prompt, model turns and tool results together; a turn never runs past it."""
     max_result_chars: int = 2000
     """A tool's answer is cut to this many characters (and says so)."""
+    part_weights: dict[str, float] = field(default_factory=dict)
+    """Per-turn reward parts added to the rubric's reward: weight per part the environment reports (the default
+    environment: tool_calls, tool_errors), e.g. {tool_errors: -0.1}; empty: the rubric alone."""

@@ -88,6 +88,20 @@ def bind_tools(cfg: EpisodeConfig) -> dict[str, BoundTool]:
     return tools
 
 
+def check_episode(cfg: EpisodeConfig, context_len: int, lora_rank: int = 0) -> None:
+    """Raises ValueError (or ToolNotFound) on a config no episode can run with: its tools are bound (options
+    checked), its environment is found, and its budgets fit the model's context."""
+    if cfg.max_turns < 1 or cfg.max_result_chars < 1:
+        raise ValueError("max_turns and max_result_chars must be >= 1")
+    if not 2 <= cfg.max_episode_tokens <= context_len:
+        raise ValueError(f"max_episode_tokens={cfg.max_episode_tokens}: must be in [2, the context {context_len}]")
+    if lora_rank:
+        raise ValueError("multi-turn episodes do not serve a LoRA adapter yet (set rollout.lora_rank: 0)")
+    bind_tools(cfg)
+    if cfg.environment is not None:
+        load(cfg.environment, ENVIRONMENT_GROUP, {}, "environment")
+
+
 def make_environment(cfg: EpisodeConfig, tokenizer, call_tool=run_tool) -> Environment:
     """The configured environment: the default ToolEnvironment, or cfg.environment's factory, called as
     factory(tokenizer, tools, cfg) (a class or a function)."""

@@ -9,6 +9,7 @@ from enum import Enum
 from typing import Optional
 
 from data.config import PairSource
+from tools.config import EpisodeConfig
 
 
 class RewardTerms(Enum):
@@ -121,6 +122,9 @@ class GrpoConfig:
     """Advantage estimator."""
     update: PolicyUpdateConfig = field(default_factory=PolicyUpdateConfig)
     async_rollout: AsyncRollout = field(default_factory=AsyncRollout)
+    episode: Optional[EpisodeConfig] = None
+    """Each sample a multi-turn episode with tools (rollout/episodes.py; held-out evaluation reports pass@k with
+    and without them); None: one turn."""
     dynamic_sampling: bool = False
     """Drop groups whose rewards are all equal (they carry no signal; Yu et al. 2025)."""
     overlong_filter: bool = False
@@ -168,6 +172,8 @@ class PpoConfig:
     of ppo's."""
     update: PolicyUpdateConfig = field(default_factory=lambda: PolicyUpdateConfig(kl_coef=0.05))
     async_rollout: AsyncRollout = field(default_factory=AsyncRollout)
+    episode: Optional[EpisodeConfig] = None
+    """Each sample a multi-turn episode with tools; None: one turn."""
     kl_placement: KlPlacement = KlPlacement.reward
     """Where the KL to the reference enters."""
     kl_target: Optional[float] = None
@@ -218,6 +224,9 @@ class RsftConfig:
     async_rollout: AsyncRollout = field(default_factory=AsyncRollout)
     """Rounds sampled ahead: round r's samples may come from the policy of round r - max_staleness (rejection
     sampling needs no correction: the kept responses are SFT targets)."""
+    episode: Optional[EpisodeConfig] = None
+    """Each sample a multi-turn episode with tools (SFT then learns the model's turns, not the tools' results);
+    None: one turn."""
     top_k: int = 2
     """keep=top_k: responses kept per prompt."""
     min_reward: float = 1.0

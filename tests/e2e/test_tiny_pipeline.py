@@ -27,7 +27,8 @@ SHORT = ["tokenizer.vocab_size=512", "tokenizer.train_chars=2000000", "model.hid
          "grpo.steps=2", "grpo.prompts_per_step=4", "grpo.group_size=4", "grpo.update.minibatch_size=16",
          "grpo.eval_every=2", "grpo.checkpoint_every=1", "grpo.async_rollout.max_staleness=1", "rsft.rounds=1", "rsft.prompts_per_round=4",
          "rsft.samples_per_prompt=4", "rsft.sft_steps=2", "rsft.warmup_steps=1", "rsft.batch_size=16", "rsft.keep=passing",
-         "rsft.min_reward=0.0", "ppo.steps=2", "ppo.prompts_per_step=4", "ppo.samples_per_prompt=4",
+         "rsft.min_reward=0.0",
+         "rsft.episode={tools: [{fn: calculator}], max_turns: 2, max_episode_tokens: 64}", "ppo.steps=2", "ppo.prompts_per_step=4", "ppo.samples_per_prompt=4",
          "ppo.critic_init=reward_model", "ppo.update.minibatch_size=16", "ppo.eval_every=2", "ppo.checkpoint_every=1", "dpo.pairs=[{name: chain_sum, count: 40, options: {max_digits: 2}}]",
          "dpo.steps=2", "dpo.eval_every=1", "dpo.checkpoint_every=2", "dpo.max_len=128", "eval.prompts=16",
          "sycophancy_ppo.steps=1", "sycophancy_ppo.prompts_per_step=4", "sycophancy_ppo.update.minibatch_size=16",
@@ -109,7 +110,11 @@ def test_alignment_stages_write_metrics_plots_models_and_the_report(run_dir):
     assert ppo[1]["rollout/responses"] == 16                   # 4 prompts x ppo.samples_per_prompt
     assert ppo[2]["async/staleness_0"] == 1.0 and "tis/mean_ratio" not in ppo[2]   # synchronous: never reweighted
     assert "eval/reward_model_score" in ppo[0] and "eval/reward_model_score" in ppo[-1]
-    assert records(run_dir / "rsft/metrics.jsonl")[-1]["rsft/kept"] == 16  # keep=passing, min_reward 0: all
+    rsft = records(run_dir / "rsft/metrics.jsonl")
+    assert rsft[-1]["rsft/kept"] == 16                                 # keep=passing, min_reward 0: all
+    # rsft.episode: its samples are episodes with the calculator, and it evaluates with and without the tool
+    assert 1.0 <= rsft[1]["episode/turns"] <= 2.0 and 0.0 <= rsft[1]["episode/masked_share"] < 1.0
+    assert {"eval/pass@2", "eval/tools/pass@2", "eval/tools/turns"} <= set(rsft[0])
     dpo = records(run_dir / "dpo/metrics.jsonl")
     assert dpo[0]["eval/preference_accuracy"] == 0.0 and "train/loss" in dpo[1]   # margins start at exactly 0
     report = (run_dir / "report.md").read_text()

@@ -161,3 +161,20 @@ def test_half_precision_inputs_come_back_fp32():
     for out in (gae(r, r, m, 1.0, 1.0)[0], discounted_returns(r, m, 1.0), group_advantages(r, True),
                 rloo_advantages(r), reinforce_pp_baseline(r), whiten(r, m)):
         assert out.dtype == torch.float32 and out.shape == (1, 3)
+
+
+def test_an_episodes_observations_are_transparent_to_gae_and_returns():
+    """A multi-turn row (sampled, 2 observation tokens, sampled) gives on its sampled tokens what the same tokens
+    give laid side by side: the observations are the environment's transition, not steps."""
+    torch.manual_seed(0)
+    rewards, values = torch.randn(1, 7, dtype=torch.float64), torch.randn(1, 7, dtype=torch.float64)
+    gapped = torch.tensor([[0, 1, 1, 0, 0, 1, 1]], dtype=torch.float64)
+    keep = gapped[0].bool()
+    dense = torch.ones(1, 4, dtype=torch.float64)
+    adv_gapped, ret_gapped = gae(rewards, values, gapped, 0.9, 0.8)
+    adv_dense, ret_dense = gae(rewards[:, keep], values[:, keep], dense, 0.9, 0.8)
+    torch.testing.assert_close(adv_gapped[:, keep], adv_dense)
+    torch.testing.assert_close(ret_gapped[:, keep], ret_dense)
+    assert (adv_gapped[:, ~keep] == 0).all() and (ret_gapped[:, ~keep] == 0).all()
+    torch.testing.assert_close(discounted_returns(rewards, gapped, 0.9)[:, keep],
+                               discounted_returns(rewards[:, keep], dense, 0.9))

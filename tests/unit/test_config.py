@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import pytest
@@ -228,3 +229,22 @@ def test_grpo_and_ppo_carry_their_own_share_of_wrong_assertions(tmp_path, policy
     job = load_job_config("configs/sycophancy.yaml", overrides + ["stages=[sycophancy_ppo]"])
     _, _, train, _ = _start(job, RunPaths(tmp_path / "run"), Stage.sycophancy_ppo, job.sycophancy_ppo.assert_wrong)
     assert asserted(train) == 200         # the experiment's value
+
+
+def test_async_rollouts_and_episodes_are_checked_when_the_config_loads():
+    job = load_job_config("configs/tiny.yaml", ["grpo.async_rollout.max_staleness=2",
+                                                "grpo.episode={tools: [{fn: calculator}, {fn: search, options: {top_k: 1}}]}"])
+    assert job.grpo.async_rollout.max_staleness == 2 and [t.fn for t in job.grpo.episode.tools] == ["calculator", "search"]
+    assert job.ppo.episode is None and job.grpo.update.tis_cap == 2.0
+    for overrides, message in [
+        (["grpo.async_rollout.max_staleness=-1"], "max_staleness: must be >= 0"),
+        (["grpo.update.tis_cap=0"], "tis_cap: must be > 0"),
+        (["rollout.colocate=true", "rollout.gpus_per_worker=0.5", "learner.gpus_per_rank=0.5", "learner.num_ranks=1",
+          "rollout.num_workers=1", "grpo.async_rollout.max_staleness=1"], "rollout.colocate gives each worker's GPU"),
+        (["grpo.episode={tools: [{fn: calculator, options: {digits: 3}}]}"], "grpo.episode: tool 'calculator': options"),
+        (["rsft.episode={tools: [{fn: abacus}]}", "stages=[rsft]"], "rsft.episode: tool 'abacus': not a built-in"),
+        (["ppo.episode={max_episode_tokens: 4096}"], "ppo.episode: max_episode_tokens=4096"),
+        (["grpo.episode={environment: 'tests.fixtures.environments:Nope'}"], "has no callable 'Nope'"),
+    ]:
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            load_job_config("configs/tiny.yaml", overrides)

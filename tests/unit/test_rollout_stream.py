@@ -18,18 +18,14 @@ class OrderedPool:
     ignore_syncs: a worker that never takes new weights (its rollouts grow stale without bound)."""
 
     def __init__(self, ignore_syncs: bool = False):
-        self.version, self.ignore_syncs, self.calls = 0, ignore_syncs, []
+        self.version, self.ignore_syncs, self.calls, self.mark = 0, ignore_syncs, [], 0
 
     def submit(self, prompts, s: Sampling):
-        version = self.version
+        version, mark = self.version, self.mark       # mark: tells a test's later calls apart
         self.calls.append(("generate", s.seed, version))
-        groups = [[Rollout(p, [s.seed, k], [-0.5, -0.25], FinishReason.eos, version) for k in range(s.n)]
+        groups = [[Rollout(p, [s.seed, k, mark], [-0.5, -0.25, -0.125], FinishReason.eos, version) for k in range(s.n)]
                   for p in prompts]
         return SimpleNamespace(result=lambda: groups)
-
-    def generate(self, prompts, s: Sampling):
-        self.calls.append(("regenerate", s.seed, self.version))
-        return [[Rollout(p, [s.seed, -1], [-0.5, -0.25], FinishReason.eos, self.version)] * s.n for p in prompts]
 
     def sync_weights(self, version: int) -> None:
         self.calls.append(("sync", version))
@@ -80,9 +76,10 @@ def test_a_group_past_the_bound_is_sampled_again_before_any_loss_sees_it():
     stream.sync_weights(1)
     assert stream.take(1).regenerated == 0          # one sync behind: within the bound
     stream.sync_weights(2)
+    pool.mark = 1
     batch = stream.take(2)                          # two syncs behind: past it
-    assert batch.regenerated == 2 and ("regenerate", 2, 0) in pool.calls
-    assert all(r.response_ids == [2, -1] for r in batch.rollouts)   # the regenerated rollouts, not the stale ones
+    assert batch.regenerated == 2 and pool.calls[-1] == ("generate", 2, 0)     # step 2 sampled again, now
+    assert all(r.response_ids[2] == 1 for r in batch.rollouts)      # those rollouts, not the stale ones
     record = staleness_record(batch, 1)
     assert record["async/regenerated_groups"] == 2.0 and record["async/staleness_0"] + record["async/staleness_1"] < 1
 

@@ -123,17 +123,19 @@ class DpoStepResult:
 
 
 def token_rows(prompts: list[list[int]], responses: list[list[int]], pad_id: int, rows: int | None = None,
-               width: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+               width: int | None = None,
+               response_masks: list[list[int]] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """prompt + response per row -> tokens [rows, width] right-padded and loss_mask [rows, width - 1] (1 where
-    the target is a response token). rows > len(prompts) appends all-pad rows with an empty mask (filler, so
-    that every rank gets micro_batch x grad_accum rows; they add nothing to any sum). width defaults to the
-    longest row."""
+    the target is a response token the model sampled: response_masks[i][j] says which, for multi-turn episodes
+    whose observations stay out of the loss; None: all). rows > len(prompts) appends all-pad rows with an empty
+    mask (filler, so that every rank gets micro_batch x grad_accum rows; they add nothing to any sum). width
+    defaults to the longest row."""
     rows = len(prompts) if rows is None else rows
     width = max(len(p) + len(r) for p, r in zip(prompts, responses)) if width is None else width
     tokens = pad_rows([p + r for p, r in zip(prompts, responses)] + [[pad_id]] * (rows - len(prompts)), pad_id, width)
     mask = np.zeros((rows, width - 1), np.float32)
     for i, (p, r) in enumerate(zip(prompts, responses)):
-        mask[i, len(p) - 1:len(p) + len(r) - 1] = 1.0
+        mask[i, len(p) - 1:len(p) + len(r) - 1] = 1.0 if response_masks is None else response_masks[i]
     return tokens, mask
 
 

@@ -16,6 +16,7 @@ from data.tasks import Task
 from evals.harness import StageEvals, pass_at_k
 from evals.metrics import MetricsLog, plot_curves, read_metrics
 from rollout.types import FinishReason, Rollout, Sampling
+from tools.config import EpisodeConfig
 from trainers.align_config import PolicyUpdateConfig
 from trainers.learners.batches import TokenBatch
 from trainers.learners.rl_batches import (
@@ -29,7 +30,7 @@ from trainers.learners.rl_batches import (
 )
 from trainers.loops.checkpoints import Checkpoints, DriverState, publish_dir, resume_stage
 from trainers.loops.pretrain import save_checkpoint
-from trainers.loops.rollout_stream import AHEAD_FILE, RolloutStream
+from trainers.loops.rollout_stream import AHEAD_FILE, Episodes, RolloutStream
 
 
 @dataclass
@@ -61,17 +62,18 @@ def step_sampling(n: int, temperature: float, tasks_cfg: TasksConfig, seed: int,
 
 
 def rollout_stream(roles: Roles, train: list[Task], prompts: int, n: int, temperature: float, tasks_cfg: TasksConfig,
-                   seed: int, steps: int, max_staleness: int, state: DriverState,
-                   checkpoints: Checkpoints) -> RolloutStream:
-    """The stage's rollouts, step by step: each step's prompts (step_tasks) with n samples each, sampled up to
-    max_staleness steps ahead; a resumed stage takes the queued steps from its checkpoint."""
+                   seed: int, steps: int, max_staleness: int, state: DriverState, checkpoints: Checkpoints,
+                   episode: Optional[EpisodeConfig] = None) -> RolloutStream:
+    """The stage's rollouts, step by step: each step's prompts (step_tasks) with n samples each (multi-turn
+    episodes with `episode`), sampled up to max_staleness steps ahead; a resumed stage takes the queued steps
+    from its checkpoint."""
     def draw(step: int) -> tuple[list[Task], Sampling]:
         return step_tasks(train, prompts, seed, step), step_sampling(n, temperature, tasks_cfg, seed, step)
 
     latest = checkpoints.latest() if state.step > 0 else None
     ahead = latest / AHEAD_FILE if latest is not None else None
     return RolloutStream(roles.pool, draw, steps, max_staleness, state.policy_version,
-                         ahead.read_text() if ahead is not None and ahead.is_file() else None)
+                         ahead.read_text() if ahead is not None and ahead.is_file() else None, episode)
 
 
 def rollout_tasks(tasks: list[Task], n: int) -> list[Task]:
@@ -79,31 +81,67 @@ def rollout_tasks(tasks: list[Task], n: int) -> list[Task]:
     return [t for t in tasks for _ in range(n)]
 
 
-def evaluate(roles: Roles, tasks: list[Task], cfg: TasksConfig, seed: int) -> dict[str, float]:
+def evaluate(roles: Roles, tasks: list[Task], cfg: TasksConfig, seed: int,
+             episode: Optional[EpisodeConfig] = None) -> dict[str, float]:
     """Held-out measures of the policy the rollout workers hold: pass@1 and pass@k (every applicable
-    verifier passed), the reward model's mean score, and the mean response length."""
+    verifier passed), the reward model's mean score, and the mean response length; with an episode config,
+    the same again with the tools (eval/tools/...: multi-turn episodes) and the episodes' tool use."""
     sampling = Sampling(temperature=cfg.eval_temperature, n=cfg.eval_samples, max_new_tokens=cfg.max_new_tokens,
                         seed=step_seed(seed, 0, 2))
-    groups = roles.pool.generate([t.prompt_ids for t in tasks], sampling)
-    flat = [r for g in groups for r in g]
-    scored = roles.rewarder.score([t for t, g in zip(tasks, groups) for _ in g], flat, roles.rewarder.all_terms)
-    out = {"eval/response_tokens": float(np.mean([len(r.response_ids) for r in flat]))}
-    if roles.rewarder.pool is not None:
-        correct = scored.passed.reshape(len(tasks), cfg.eval_samples).sum(1)
-        out["eval/pass@1"] = float(np.mean([pass_at_k(cfg.eval_samples, int(c), 1) for c in correct]))
-        out[f"eval/pass@{cfg.eval_k}"] = float(np.mean([pass_at_k(cfg.eval_samples, int(c), cfg.eval_k) for c in correct]))
-    if scored.model_scores is not None:
-        out["eval/reward_model_score"] = float(scored.model_scores.mean())
+    out = held_out_measures(roles, tasks, cfg, roles.pool.generate([t.prompt_ids for t in tasks], sampling), "eval")
+    if episode is not None:
+        groups = Episodes(roles.pool, tasks, sampling, episode).result()
+        out.update(held_out_measures(roles, tasks, cfg, groups, "eval/tools"))
+        out.update({f"eval/tools/{k.removeprefix('episode/')}": v
+                    for k, v in episode_stats([r for g in groups for r in g]).items()})
     if roles.suites is not None:
         out.update(roles.suites.measures(roles.pool, roles.rewarder.pool))
     return out
 
 
-def rollout_stats(rollouts: list[Rollout], generate_s: float) -> dict[str, float]:
+def held_out_measures(roles: Roles, tasks: list[Task], cfg: TasksConfig, groups: list[list[Rollout]],
+                      prefix: str) -> dict[str, float]:
+    flat = [r for g in groups for r in g]
+    scored = roles.rewarder.score([t for t, g in zip(tasks, groups) for _ in g], flat, roles.rewarder.all_terms)
+    out = {f"{prefix}/response_tokens": float(np.mean([len(r.response_ids) for r in flat]))}
+    if roles.rewarder.pool is not None:
+        correct = scored.passed.reshape(len(tasks), cfg.eval_samples).sum(1)
+        out[f"{prefix}/pass@1"] = float(np.mean([pass_at_k(cfg.eval_samples, int(c), 1) for c in correct]))
+        out[f"{prefix}/pass@{cfg.eval_k}"] = float(np.mean([pass_at_k(cfg.eval_samples, int(c), cfg.eval_k)
+                                                           for c in correct]))
+    if scored.model_scores is not None:
+        out[f"{prefix}/reward_model_score"] = float(scored.model_scores.mean())
+    return out
+
+
+def episode_stats(rollouts: list[Rollout]) -> dict[str, float]:
+    """Multi-turn episodes: mean model turns, tool calls and tool errors per episode, the share of tool calls
+    that ran without error, and the share of response tokens masked out of the loss (observations)."""
+    calls = sum(r.env_parts.get("tool_calls", 0.0) for r in rollouts)
+    errors = sum(r.env_parts.get("tool_errors", 0.0) for r in rollouts)
     tokens = sum(len(r.response_ids) for r in rollouts)
-    return {"rollout/responses": float(len(rollouts)), "rollout/response_tokens": tokens / len(rollouts),
-            "rollout/tokens_per_s": tokens / max(generate_s, 1e-9),
-            "rollout/truncated": float(np.mean([r.finish_reason == FinishReason.length for r in rollouts]))}
+    masked = sum(len(r.response_ids) - sum(r.sampled_mask()) for r in rollouts)
+    return {"episode/turns": float(np.mean([r.turns for r in rollouts])), "episode/tool_calls": calls / len(rollouts),
+            "episode/tool_errors": errors / len(rollouts),
+            "episode/call_ok_share": 1 - errors / calls if calls else 0.0,
+            "episode/masked_share": masked / max(tokens, 1)}
+
+
+def episode_rewards(rollouts: list[Rollout], episode: Optional[EpisodeConfig]) -> np.ndarray:
+    """[N] the episodes' weighted reward parts, sum_k episode.part_weights[k] * parts[k] (0 without)."""
+    weights = episode.part_weights if episode is not None else {}
+    return np.array([sum(w * r.env_parts.get(k, 0.0) for k, w in weights.items()) for r in rollouts], np.float32)
+
+
+def rollout_stats(rollouts: list[Rollout], generate_s: float) -> dict[str, float]:
+    """tokens_per_s is per second the driver waited for them (with async rollouts, only what the overlap left)."""
+    tokens = sum(len(r.response_ids) for r in rollouts)
+    out = {"rollout/responses": float(len(rollouts)), "rollout/response_tokens": tokens / len(rollouts),
+           "rollout/tokens_per_s": tokens / max(generate_s, 1e-9),
+           "rollout/truncated": float(np.mean([r.finish_reason == FinishReason.length for r in rollouts]))}
+    if any(r.response_mask is not None for r in rollouts):
+        out.update(episode_stats(rollouts))
+    return out
 
 
 @dataclass
@@ -124,8 +162,11 @@ class StepRows:
 def step_rows(rollouts: list[Rollout], advantages: list, pad_id: int, minibatch: int) -> StepRows:
     """advantages[i]: a scalar (every response token of rollout i) or one value per response token."""
     rows = -(-len(rollouts) // minibatch) * minibatch
-    tokens, mask = token_rows([r.prompt_ids for r in rollouts], [r.response_ids for r in rollouts], pad_id, rows)
-    return StepRows(tokens, mask, per_token(advantages, mask), per_token([r.logprobs for r in rollouts], mask))
+    sampled = [r.sampled_mask() for r in rollouts]
+    tokens, mask = token_rows([r.prompt_ids for r in rollouts], [r.response_ids for r in rollouts], pad_id, rows,
+                              response_masks=sampled)
+    behaviour = [np.asarray(r.logprobs, np.float32)[np.asarray(m, bool)] for r, m in zip(rollouts, sampled)]
+    return StepRows(tokens, mask, per_token(advantages, mask), per_token(behaviour, mask))
 
 
 def policy_logprobs(policy, tokens: np.ndarray, ranks: int) -> np.ndarray:
@@ -198,7 +239,8 @@ def padding_shares(loss_mask: np.ndarray, chunks: list[np.ndarray], cells: int) 
 
 
 def begin_stage(roles: Roles, checkpoints: Checkpoints, log: MetricsLog, stage: str, resume: bool,
-                held_out: list[Task], tasks_cfg: TasksConfig, seed: int) -> DriverState:
+                held_out: list[Task], tasks_cfg: TasksConfig, seed: int,
+                episode: Optional[EpisodeConfig] = None) -> DriverState:
     """Resume from the latest checkpoint (policy, critic, driver state; the workers get its weights), or
     start at step 0 with a held-out evaluation of the starting policy."""
     state = resume_stage(roles.policy, checkpoints, log, stage, resume)
@@ -208,7 +250,7 @@ def begin_stage(roles: Roles, checkpoints: Checkpoints, log: MetricsLog, stage: 
             roles.critic.every_rank(lambda a: a.load.remote(latest), "load critic checkpoint")
         roles.pool.sync_weights(state.policy_version)
         return state
-    log.write(0, evaluate(roles, held_out, tasks_cfg, seed))
+    log.write(0, evaluate(roles, held_out, tasks_cfg, seed, episode))
     return DriverState(step=0, tokens_seen=0, policy_version=0)
 
 

@@ -29,6 +29,7 @@ from trainers.learners.rl_batches import row_ends
 from trainers.loops.alignment import (
     Roles,
     begin_stage,
+    episode_rewards,
     evaluate,
     finish_stage,
     rollout_stats,
@@ -71,10 +72,10 @@ def run_grpo(roles: Roles, cfg: GrpoConfig, tasks_cfg: TasksConfig, train: list[
              ranks: int, tokenizer, stage_dir: Path, seed: int, resume: bool) -> Path | None:
     """Trains to cfg.steps; returns the published policy dir, or None if stopped early (stop_after_steps)."""
     checkpoints, log = Checkpoints(stage_dir / "checkpoints"), MetricsLog(stage_dir)
-    state = begin_stage(roles, checkpoints, log, "grpo", resume, held_out, tasks_cfg, seed)
+    state = begin_stage(roles, checkpoints, log, "grpo", resume, held_out, tasks_cfg, seed, cfg.episode)
     max_staleness = cfg.async_rollout.max_staleness
     stream = rollout_stream(roles, train, cfg.prompts_per_step, cfg.group_size, cfg.temperature, tasks_cfg, seed,
-                            cfg.steps, max_staleness, state, checkpoints)
+                            cfg.steps, max_staleness, state, checkpoints, cfg.episode)
     stop_at = cfg.steps if cfg.stop_after_steps is None else min(cfg.steps, state.step + cfg.stop_after_steps)
     timer = PhaseTimer()
     bar = tqdm(total=cfg.steps, initial=state.step, desc="grpo", unit="step", dynamic_ncols=True)
@@ -86,10 +87,10 @@ def run_grpo(roles: Roles, cfg: GrpoConfig, tasks_cfg: TasksConfig, train: list[
         with timer("reward"):
             scored = roles.rewarder.score(rollout_tasks(tasks, cfg.group_size), rollouts, cfg.reward)
         with timer("advantage"):
-            rewards = scored.rewards.reshape(len(tasks), cfg.group_size)                          # [G, n]
+            rewards = (scored.rewards + episode_rewards(rollouts, cfg.episode)).reshape(len(tasks), cfg.group_size)
             advantages = ADVANTAGES[cfg.advantage](torch.from_numpy(rewards)).numpy().reshape(-1)  # [G*n]
             keep = group_filter(rewards, rollouts, cfg)
-        record = {"reward/mean": float(scored.rewards.mean()), "reward/std_in_group": float(rewards.std(1).mean()),
+        record = {"reward/mean": float(rewards.mean()), "reward/std_in_group": float(rewards.std(1).mean()),
                   "rollout/kept_fraction": float(keep.mean()), **scored.pass_rates,
                   **rollout_stats(rollouts, timer.seconds["generate"]), **staleness_record(batch, max_staleness)}
         if keep.any():
@@ -109,7 +110,7 @@ def run_grpo(roles: Roles, cfg: GrpoConfig, tasks_cfg: TasksConfig, train: list[
         record["time/step"] = time.perf_counter() - start   # sample to sync (evaluation and checkpoints aside)
         if state.step % cfg.eval_every == 0 or state.step == cfg.steps:
             with timer("evaluate"):
-                record.update(evaluate(roles, held_out, tasks_cfg, seed))
+                record.update(evaluate(roles, held_out, tasks_cfg, seed, cfg.episode))
         if state.step % cfg.checkpoint_every == 0 or state.step == stop_at:
             with timer("checkpoint"):
                 save_stage_checkpoint(roles, checkpoints, state, tokenizer, stream)

@@ -31,6 +31,7 @@ from trainers.learners.rl_batches import ValueBatch, row_ends
 from trainers.loops.alignment import (
     Roles,
     begin_stage,
+    episode_rewards,
     evaluate,
     finish_stage,
     minibatches,
@@ -79,11 +80,11 @@ def update_critic(critic, tokens: np.ndarray, mask: np.ndarray, old_values: np.n
 def run_ppo(roles: Roles, cfg: PpoConfig, tasks_cfg: TasksConfig, train: list[Task], held_out: list[Task],
             ranks: int, tokenizer, stage_dir: Path, seed: int, resume: bool) -> Path:
     checkpoints, log = Checkpoints(stage_dir / "checkpoints"), MetricsLog(stage_dir)
-    state = begin_stage(roles, checkpoints, log, "ppo", resume, held_out, tasks_cfg, seed)
+    state = begin_stage(roles, checkpoints, log, "ppo", resume, held_out, tasks_cfg, seed, cfg.episode)
     beta = state.kl_coef if state.kl_coef is not None else cfg.update.kl_coef
     max_staleness = cfg.async_rollout.max_staleness
     stream = rollout_stream(roles, train, cfg.prompts_per_step, cfg.samples_per_prompt, cfg.temperature, tasks_cfg,
-                            seed, cfg.steps, max_staleness, state, checkpoints)
+                            seed, cfg.steps, max_staleness, state, checkpoints, cfg.episode)
     timer = PhaseTimer()
     bar = tqdm(total=cfg.steps, initial=state.step, desc="ppo", unit="step", dynamic_ncols=True)
     while state.step < cfg.steps:
@@ -104,7 +105,7 @@ def run_ppo(roles: Roles, cfg: PpoConfig, tasks_cfg: TasksConfig, train: list[Ta
         with timer("advantage"):
             kl = kl_k1(torch.from_numpy(rows.old_logprobs), torch.from_numpy(rows.ref_logprobs)) * torch.from_numpy(mask)
             scores = torch.zeros(len(mask))
-            scores[:len(rollouts)] = torch.from_numpy(scored.rewards)
+            scores[:len(rollouts)] = torch.from_numpy(scored.rewards + episode_rewards(rollouts, cfg.episode))
             in_reward = cfg.kl_placement == KlPlacement.reward
             rewards = token_rewards(scores, kl if in_reward else torch.zeros_like(kl), torch.from_numpy(mask), beta)
             advantages, returns = gae(rewards, torch.from_numpy(values), torch.from_numpy(mask), cfg.gamma, cfg.lam)
@@ -134,7 +135,7 @@ def run_ppo(roles: Roles, cfg: PpoConfig, tasks_cfg: TasksConfig, train: list[Ta
         record["time/step"] = time.perf_counter() - start   # sample to sync (evaluation and checkpoints aside)
         if state.step % cfg.eval_every == 0 or state.step == cfg.steps:
             with timer("evaluate"):
-                record.update(evaluate(roles, held_out, tasks_cfg, seed))
+                record.update(evaluate(roles, held_out, tasks_cfg, seed, cfg.episode))
         if state.step % cfg.checkpoint_every == 0 or state.step == cfg.steps:
             with timer("checkpoint"):
                 save_stage_checkpoint(roles, checkpoints, state, tokenizer, stream)

@@ -22,6 +22,7 @@ import numpy as np
 
 from data.tasks import Task
 from rollout.types import FinishReason, Rollout, Sampling
+from tools.config import EpisodeConfig
 
 AHEAD_FILE = "rollouts_ahead.json"
 
@@ -41,15 +42,30 @@ def with_provenance(tasks: list[Task], groups: list[list[Rollout]]) -> list[Roll
             for t, group in zip(tasks, groups) for r in group]
 
 
+class Episodes:
+    """n multi-turn episodes per task in flight, regrouped task by task when they are back."""
+
+    def __init__(self, pool, tasks: list[Task], s: Sampling, cfg: EpisodeConfig):
+        self.n = s.n
+        self.call = pool.submit_episodes([t for t in tasks for _ in range(s.n)], dataclasses.replace(s, n=1), cfg)
+
+    def result(self) -> list[list[Rollout]]:
+        flat = self.call.result()
+        return [flat[i:i + self.n] for i in range(0, len(flat), self.n)]
+
+
 class RolloutStream:
     def __init__(self, pool, draw: Callable[[int], tuple[list[Task], Sampling]], last_step: int,
-                 max_staleness: int, version: int, ahead: Optional[str] = None):
+                 max_staleness: int, version: int, ahead: Optional[str] = None,
+                 episode: Optional[EpisodeConfig] = None):
         """draw(step) -> the step's tasks and sampling (a function of the step, so a regenerated or
         resumed step draws the same); last_step: the stage's last step (nothing is queued past it);
-        version: the weights the workers hold now; ahead: ahead_json() of the checkpoint resumed from."""
+        version: the weights the workers hold now; ahead: ahead_json() of the checkpoint resumed from;
+        episode: each sample is a multi-turn episode with these tools (None: one turn)."""
         if max_staleness < 0:
             raise ValueError(f"max_staleness={max_staleness}: must be >= 0")
         self.pool, self.draw, self.last_step, self.max_staleness = pool, draw, last_step, max_staleness
+        self.episode = episode
         self.synced = [version]                     # every version the workers were sent, oldest first
         self.queued: dict[int, object] = {}         # step -> a PendingGenerate, or its groups once known
         if ahead is not None:
@@ -61,18 +77,22 @@ class RolloutStream:
     def take(self, step: int) -> StepRollouts:
         for s in range(step, min(step + self.max_staleness, self.last_step - 1) + 1):
             if s not in self.queued:
-                tasks, sampling = self.draw(s)
-                self.queued[s] = self.pool.submit([t.prompt_ids for t in tasks], sampling)
+                self.queued[s] = self._submit(*self.draw(s))
         tasks, sampling = self.draw(step)
         groups = self._groups(step)
         del self.queued[step]
         stale = [i for i, g in enumerate(groups)
                  if max(self.staleness(r.policy_version) for r in g) > self.max_staleness]
         if stale:  # never trained on: sampled again from the weights the workers hold now
-            for i, group in zip(stale, self.pool.generate([tasks[i].prompt_ids for i in stale], sampling)):
+            for i, group in zip(stale, self._submit([tasks[i] for i in stale], sampling).result()):
                 groups[i] = group
         rollouts = with_provenance(tasks, groups)
         return StepRollouts(tasks, rollouts, np.array([self.staleness(r.policy_version) for r in rollouts]), len(stale))
+
+    def _submit(self, tasks: list[Task], sampling: Sampling):
+        if self.episode is None:
+            return self.pool.submit([t.prompt_ids for t in tasks], sampling)
+        return Episodes(self.pool, tasks, sampling, self.episode)
 
     def staleness(self, version: int) -> int:
         """Weight syncs sent to the workers after the one that gave them `version`."""

@@ -30,6 +30,7 @@ from trainers.learners.rl_batches import token_rows
 from trainers.loops.alignment import (
     Roles,
     begin_stage,
+    episode_rewards,
     evaluate,
     finish_stage,
     rollout_stats,
@@ -43,9 +44,11 @@ from trainers.loops.checkpoints import Checkpoints, DriverState
 from trainers.loops.rollout_stream import staleness_record
 
 
-def sft_update(policy, prompts: list[list[int]], answers: list[list[int]], pad_id: int, ranks: int) -> tuple[float, int]:
-    """Collective: one optimizer step of masked NLL on these rows; returns (mean NLL per answer token, tokens)."""
-    tokens, mask = token_rows(prompts, answers, pad_id)
+def sft_update(policy, prompts: list[list[int]], answers: list[list[int]], pad_id: int, ranks: int,
+               answer_masks: list[list[int]] | None = None) -> tuple[float, int]:
+    """Collective: one optimizer step of masked NLL on these rows (answer_masks: which answer tokens count, an
+    episode's observations not; None: all); returns (mean NLL per counted token, tokens)."""
+    tokens, mask = token_rows(prompts, answers, pad_id, response_masks=answer_masks)
     batch = TokenBatch(tokens, mask, int(mask.sum()))
     parts = policy.sharded(batch.split(ranks), lambda a, b: a.train_step.remote(b), "sft step")
     targets = sum(p.targets for p in parts)
@@ -100,10 +103,10 @@ def run_rsft(roles: Roles, cfg: RsftConfig, tasks_cfg: TasksConfig, train: list[
              rows: int, ranks: int, tokenizer, stage_dir: Path, seed: int, resume: bool) -> Path:
     """Each round is one step of the stage's state (checkpoints and resume are per round)."""
     checkpoints, log = Checkpoints(stage_dir / "checkpoints"), MetricsLog(stage_dir)
-    state = begin_stage(roles, checkpoints, log, "rsft", resume, held_out, tasks_cfg, seed)
+    state = begin_stage(roles, checkpoints, log, "rsft", resume, held_out, tasks_cfg, seed, cfg.episode)
     max_staleness = cfg.async_rollout.max_staleness
     stream = rollout_stream(roles, train, cfg.prompts_per_round, cfg.samples_per_prompt, cfg.temperature, tasks_cfg,
-                            seed, cfg.rounds, max_staleness, state, checkpoints)
+                            seed, cfg.rounds, max_staleness, state, checkpoints, cfg.episode)
     timer = PhaseTimer()
     bar = tqdm(total=cfg.rounds, initial=state.step, desc="rsft", unit="round", dynamic_ncols=True)
     while state.step < cfg.rounds:
@@ -114,8 +117,9 @@ def run_rsft(roles: Roles, cfg: RsftConfig, tasks_cfg: TasksConfig, train: list[
         with timer("reward"):
             scored = roles.rewarder.score(rollout_tasks(tasks, cfg.samples_per_prompt), rollouts, cfg.reward)
         with timer("keep"):
-            kept = kept_indices(scored.rewards.reshape(len(tasks), cfg.samples_per_prompt), cfg)
-        record = {"reward/mean": float(scored.rewards.mean()), "rsft/kept": len(kept), **scored.pass_rates,
+            rewards = scored.rewards + episode_rewards(rollouts, cfg.episode)
+            kept = kept_indices(rewards.reshape(len(tasks), cfg.samples_per_prompt), cfg)
+        record = {"reward/mean": float(rewards.mean()), "rsft/kept": len(kept), **scored.pass_rates,
                   **rollout_stats(rollouts, timer.seconds["generate"]), **staleness_record(batch, max_staleness)}
         losses = []
         with timer("sft"):
@@ -124,7 +128,7 @@ def run_rsft(roles: Roles, cfg: RsftConfig, tasks_cfg: TasksConfig, train: list[
             for _ in range(cfg.sft_steps if kept else 0):
                 chosen = [rollouts[kept[i]] for i in rng.choice(len(kept), size=rows, replace=len(kept) < rows)]
                 losses.append(sft_update(roles.policy, [r.prompt_ids for r in chosen], [r.response_ids for r in chosen],
-                                         tokenizer.pad_token_id, ranks)[0])
+                                         tokenizer.pad_token_id, ranks, [r.sampled_mask() for r in chosen])[0])
         versions = len(losses)
         state = DriverState(state.step + 1, state.tokens_seen, state.policy_version + versions)
         if versions:
@@ -132,7 +136,7 @@ def run_rsft(roles: Roles, cfg: RsftConfig, tasks_cfg: TasksConfig, train: list[
             with timer("sync"):
                 stream.sync_weights(state.policy_version)
         with timer("evaluate"):
-            record.update(evaluate(roles, held_out, tasks_cfg, seed))
+            record.update(evaluate(roles, held_out, tasks_cfg, seed, cfg.episode))
         with timer("checkpoint"):
             save_stage_checkpoint(roles, checkpoints, state, tokenizer, stream)
         record["time/round"] = time.perf_counter() - start

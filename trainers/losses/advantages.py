@@ -29,8 +29,10 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: 
         delta_t = r_t + gamma * V_{t+1} * mask_{t+1} - V_t,   A_t = delta_t + gamma * lam * A_{t+1},
 
     i.e. A_t = sum_l (gamma * lam)^l delta_{t+l}; the value after a response's last token is 0 (the
-    episode ends there). rewards, values, mask [B, T]. Returns (advantages [B, T], returns [B, T] =
-    A + V, the critic's targets), both 0 where mask is 0."""
+    episode ends there). t+1 is the next position inside the mask: a multi-turn episode's observation tokens
+    (mask 0 between sampled ones) are part of the environment's transition, not steps of their own.
+    rewards, values, mask [B, T]. Returns (advantages [B, T], returns [B, T] = A + V, the critic's targets),
+    both 0 where mask is 0."""
     keep = mask.bool()                                                       # [B, T]
     r = torch.where(keep, _wide(rewards), 0.0)                               # [B, T]; padding never read
     v = torch.where(keep, _wide(values), 0.0)                                # [B, T]
@@ -40,7 +42,8 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: 
     for t in reversed(range(v.shape[1])):
         delta = r[:, t] + gamma * next_value - v[:, t]                       # [B]
         adv[:, t] = torch.where(keep[:, t], delta + gamma * lam * next_adv, 0.0)
-        next_value, next_adv = v[:, t], adv[:, t]
+        next_value = torch.where(keep[:, t], v[:, t], next_value)           # carried across observations
+        next_adv = torch.where(keep[:, t], adv[:, t], next_adv)
     returns = adv + v                                                        # [B, T]; both 0 off the mask
     return adv, returns
 
@@ -49,14 +52,15 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: 
 def discounted_returns(token_rewards: torch.Tensor, mask: torch.Tensor, gamma: float) -> torch.Tensor:
     """Reward-to-go G_t = r_t + gamma * G_{t+1} inside the mask (G = 0 past a response's end): the
     critic-free per-token advantage of REINFORCE++ (Hu 2025) when the KL penalty is folded into the
-    token rewards. token_rewards, mask [B, T] -> [B, T], 0 where mask is 0."""
+    token rewards; t+1 skips a multi-turn episode's observations (mask 0 between sampled tokens).
+    token_rewards, mask [B, T] -> [B, T], 0 where mask is 0."""
     keep = mask.bool()                                                       # [B, T]
     r = torch.where(keep, _wide(token_rewards), 0.0)                         # [B, T]
     out = torch.zeros_like(r)                                                # [B, T]
     running = torch.zeros_like(r[:, 0])                                      # [B]: G_{t+1}
     for t in reversed(range(r.shape[1])):
-        running = torch.where(keep[:, t], r[:, t] + gamma * running, 0.0)
-        out[:, t] = running
+        running = torch.where(keep[:, t], r[:, t] + gamma * running, running)   # carried across observations
+        out[:, t] = torch.where(keep[:, t], running, 0.0)
     return out
 
 
