@@ -36,8 +36,9 @@ def run(runs_dir: str, name: str, overrides: list[str], resume: bool) -> Path:
     return out
 
 
-def curve(stage_dir: Path) -> tuple[list[float], list[float], float]:
-    """(wall seconds at each evaluation, pass@1 there, the stage's mean staleness)."""
+def curve(stage_dir: Path) -> tuple[list[float], list[float], float, dict[str, float]]:
+    """(wall seconds at each evaluation, pass@1 there, the stage's mean staleness, median seconds per step of the
+    wait for rollouts and of the update)."""
     records = read_metrics(stage_dir / "metrics.jsonl")
     elapsed, seconds, scores = 0.0, [], []
     for r in records:
@@ -46,7 +47,9 @@ def curve(stage_dir: Path) -> tuple[list[float], list[float], float]:
             seconds.append(elapsed)
             scores.append(r[PASS])
     stale = [r["async/staleness_mean"] for r in records if "async/staleness_mean" in r]
-    return seconds, scores, float(np.mean(stale)) if stale else 0.0
+    phases = {p: float(np.median([r[f"time/{p}"] for r in records if f"time/{p}" in r]))
+              for p in ("generate", "update")}
+    return seconds, scores, float(np.mean(stale)) if stale else 0.0, phases
 
 
 def main() -> int:
@@ -85,15 +88,16 @@ def report(results: dict, seeds: list[int], bounds: list[int], args) -> str:
              f"(evaluations aside). Command: `.venv/bin/python bench/async_rl.py --sft {args.sft} --seeds "
              f"{args.seeds} --staleness {args.staleness} --steps {args.steps} --eval-every {args.eval_every}`.", "",
              "| max_staleness | seed | pass@1 start -> end | gain | wall s | wall / sync | gain - sync gain "
-             "| mean staleness |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| mean staleness | wait for rollouts s | update s |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for k in bounds:
         for seed in seeds:
-            seconds, scores, stale = results[k, seed]
-            base_seconds, base_scores, _ = results[0, seed]
+            seconds, scores, stale, phases = results[k, seed]
+            base_seconds, base_scores, _, _ = results[0, seed]
             gain, base_gain = scores[-1] - scores[0], base_scores[-1] - base_scores[0]
             lines.append(f"| {k} | {seed} | {scores[0]:.3f} -> {scores[-1]:.3f} | {gain:+.3f} | {seconds[-1]:.1f} | "
-                         f"{seconds[-1] / base_seconds[-1]:.2f}x | {gain - base_gain:+.3f} | {stale:.2f} |")
+                         f"{seconds[-1] / base_seconds[-1]:.2f}x | {gain - base_gain:+.3f} | {stale:.2f} | "
+                         f"{phases['generate']:.2f} | {phases['update']:.2f} |")
     for k in bounds[1:]:
         ratio = np.mean([results[k, s][0][-1] / results[0, s][0][-1] for s in seeds])
         delta = np.mean([(results[k, s][1][-1] - results[k, s][1][0]) - (results[0, s][1][-1] - results[0, s][1][0])
@@ -101,6 +105,9 @@ def report(results: dict, seeds: list[int], bounds: list[int], args) -> str:
         met = "met" if ratio <= 0.7 and abs(delta) <= 0.02 else "MISSED"
         lines.append(f"\nmax_staleness {k}: mean wall {ratio:.2f}x the synchronous run's, mean pass@1 gain "
                      f"{delta:+.3f} against it; target <= 0.7x within 2 points: {met}.")
+    lines.append("\nThe median step's wait for rollouts and its update (seconds) show where the time goes: the overlap "
+                 "hides generation, and the update then shares the CPU with the engine; a worker with cores (or a "
+                 "GPU) of its own would leave the update its speed.")
     plot(results, seeds, bounds, ROOT / "docs" / "async_rl.png")
     lines += ["", "![held-out pass@1 against wall time, per max_staleness and seed](async_rl.png)"]
     body = "\n".join(lines)
@@ -113,7 +120,7 @@ def plot(results: dict, seeds: list[int], bounds: list[int], path: Path) -> None
     with png(path, (6.5, 4)) as [ax]:
         for k, colour in zip(bounds, colours):
             for i, seed in enumerate(seeds):
-                seconds, scores, _ = results[k, seed]
+                seconds, scores, _, _ = results[k, seed]
                 ax.plot(seconds, scores, marker="o", color=colour, alpha=0.5 + 0.2 * (i % 3),
                         label=f"max_staleness {k}" if i == 0 else None)
         ax.set(xlabel="wall seconds (sample to sync)", ylabel="held-out pass@1", title="GRPO, synchronous vs async")
