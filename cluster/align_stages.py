@@ -12,6 +12,7 @@ from typing import Iterator, Optional
 from cluster.config import STAGE_ORDER, JobConfig, Stage
 from cluster.run_dir import RunDirError, RunPaths, policy_model
 from evals.harness import StageEvals
+from tools.config import EpisodeConfig
 from trainers.align_config import CriticInit, PolicyUpdateConfig, PpoConfig
 from trainers.config import LearnerConfig
 from trainers.loops.alignment import Roles
@@ -78,6 +79,12 @@ def alignment_roles(job: JobConfig, paths: RunPaths, stage: Stage, base: Path, l
         pool = RolloutPool(job.rollout, str(base), config_from_dir(base).max_position_embeddings,
                            shared=policy.placement if job.rollout.colocate else None, wait=False)
         started.append(pool)
+        episode = stage_episode(job, stage)
+        if episode is not None and episode.tool_workers:
+            from cluster.tool_pool import ToolPool
+            tools = ToolPool(episode)
+            started.append(tools)
+            pool.attach_tools(tools)
         critic_group = critic_ready = None
         if critic is not None:
             critic_group, critic_ready = launch_learners(*critic, total_steps, head=ModelHead.value,
@@ -98,6 +105,12 @@ def alignment_roles(job: JobConfig, paths: RunPaths, stage: Stage, base: Path, l
     finally:
         for role in reversed(started):
             role.shutdown()
+
+
+def stage_episode(job: JobConfig, stage: Stage) -> Optional[EpisodeConfig]:
+    """The stage's episode section (multi-turn sampling with tools), if it samples and has one."""
+    section = {Stage.grpo: job.grpo, Stage.rsft: job.rsft, **job.ppo_sections}.get(stage)
+    return getattr(section, "episode", None)
 
 
 def updates_per_step(rollouts: int, update: PolicyUpdateConfig) -> int:

@@ -51,6 +51,7 @@ class RolloutPool:
         self.buckets: list[list[TensorSpec]] = []
         self.routes: list[Route] = []                 # per worker, once connected
         self.sync_bytes = 0
+        self.tools = None                             # a ToolPool, once attached: episodes send their calls there
         bundle = Bundle(cfg.cpus_per_worker, cfg.gpus_per_worker)
         self.owns_placement = shared is None
         self.placement = place_role("rollout", [bundle] * cfg.num_workers, cfg.timeout_s) if shared is None else shared
@@ -125,6 +126,10 @@ class RolloutPool:
             self._wait([w.wake_up.remote(None) for w in self.workers], "wake up")
             self.asleep = False
 
+    def attach_tools(self, tools) -> None:
+        """The ToolPool (cluster/tool_pool.py) that runs the tool calls of every worker's episodes."""
+        self.tools = tools
+
     # -- generation ----------------------------------------------------------------------------------
     def generate(self, prompts: list[list[int]], s: Sampling) -> list[list[Rollout]]:
         return self.submit(prompts, s).result()
@@ -152,9 +157,13 @@ class RolloutPool:
                              f"no room in max_episode_tokens={cfg.max_episode_tokens} (context {self.context_len})")
         self._wake()
         cfg = dataclasses.replace(cfg, max_episode_tokens=room)       # an episode never outgrows the context
+        if self.tools is not None:
+            self.tools.heal()                                         # no call goes to a dead or stuck worker
+        tool_workers = self.tools.workers if self.tools is not None else None
         shares = spread_by_load([len(t.prompt_ids) + room for t in tasks], len(self.workers))
         return PendingGenerate(self, len(tasks), shares,
-                               lambda worker, indices: worker.run_episodes.remote([tasks[i] for i in indices], s, cfg))
+                               lambda worker, indices: worker.run_episodes.remote([tasks[i] for i in indices], s, cfg,
+                                                                                  tool_workers))
 
     def restart(self, index: int, dead=None) -> None:
         """Replace worker `index` and bring it to the current weights before it takes work. dead: the handle

@@ -18,6 +18,8 @@ from typing import Protocol
 from data.tasks import Task
 from rollout.types import FinishReason, Rollout, Sampling
 from tools.environment import Environment, EnvStep
+from tools.registry import BoundTool
+from tools.types import ToolCall, ToolContext, ToolResult
 
 Turn = tuple[list[int], list[float], FinishReason]      # a model turn: token ids, their log-probs, why it ended
 
@@ -142,3 +144,27 @@ class VllmTurns:
     def poll(self) -> list[tuple[int, Turn]]:
         return [(self.keys.pop(out.request_id), self.completion(out.outputs[0]))
                 for out in self.engine.step() if out.finished]
+
+
+class RemoteTools:
+    """Tool calls sent to the tool pool's workers (Ray actors; cluster/tool_pool.py) instead of run on threads here:
+    each call goes to the next worker (round robin) and is waited on for the tool's timeout plus REPLY_MARGIN_S.
+    A timeout or a lost worker is the call's error observation; nothing raises."""
+    REPLY_MARGIN_S = 5.0
+
+    def __init__(self, workers: list):
+        self.workers = workers
+        self.turn = itertools.count()
+
+    def __call__(self, tool: BoundTool, call: ToolCall, ctx: ToolContext, max_chars: int) -> ToolResult:
+        import ray
+        from ray.exceptions import GetTimeoutError, RayActorError
+        worker = self.workers[next(self.turn) % len(self.workers)]
+        try:
+            return ray.get(worker.call.remote(tool.name, call, ctx, max_chars),
+                           timeout=tool.timeout_s + self.REPLY_MARGIN_S)
+        except GetTimeoutError:
+            return ToolResult(f"error: {tool.name}: the tool pool did not answer within {tool.timeout_s:g}s",
+                              error=True)
+        except RayActorError:
+            return ToolResult(f"error: {tool.name}: the tool worker was lost", error=True)

@@ -11,11 +11,12 @@ from pathlib import Path
 
 from data.tasks import Task
 from rollout.config import EngineKind, RolloutConfig
-from rollout.episodes import BatchTurns, VllmTurns, run_episodes
+from rollout.episodes import BatchTurns, RemoteTools, VllmTurns, run_episodes
 from rollout.types import FinishReason, Rollout, Sampling
 from rollout.weight_sync import DeviceId, Member, TensorSpec, device_id, open_receiver, receive_buckets
 from tools.config import EpisodeConfig
 from tools.environment import make_environment
+from tools.registry import run_tool
 
 
 class VllmEngine:
@@ -148,16 +149,19 @@ class RolloutWorker:
         return [[Rollout(p, ids, lps, reason, self.version) for ids, lps, reason in samples]
                 for p, samples in zip(prompts, self.engine.generate(prompts, s))]
 
-    def run_episodes(self, tasks: list[Task], s: Sampling, cfg: EpisodeConfig) -> list[Rollout]:
-        """One multi-turn episode per task (token in, token out), each with its own environment; tool calls run
-        in this process, each bounded by its tool's timeout. A seeded Sampling is offset by the worker's index."""
+    def run_episodes(self, tasks: list[Task], s: Sampling, cfg: EpisodeConfig,
+                     tool_workers: list | None = None) -> list[Rollout]:
+        """One multi-turn episode per task (token in, token out), each with its own environment. Tool calls go to
+        the tool pool's workers when given, else run on threads here; each is bounded by its tool's timeout.
+        A seeded Sampling is offset by the worker's index."""
         from data.tokenizer import load_tokenizer
         if self.tokenizer is None:
             self.tokenizer = load_tokenizer(self.model_dir)
         if s.seed is not None:
             import torch
             torch.manual_seed(s.seed + self.index)
-        envs = [make_environment(cfg, self.tokenizer) for _ in tasks]
+        call_tool = RemoteTools(tool_workers) if tool_workers else run_tool
+        envs = [make_environment(cfg, self.tokenizer, call_tool) for _ in tasks]
         return run_episodes(self.engine.turns(), envs, tasks, dataclasses.replace(s, seed=None), cfg.max_episode_tokens,
                             self.version)
 

@@ -35,6 +35,13 @@ class EpisodeConfig:
     """Prompt, model turns and tool results together; a turn never runs past it."""
     max_result_chars: int = 2000
     """A tool's answer is cut to this many characters (and says so)."""
+    tool_workers: int = 0
+    """Ray actors that run the tool calls, shared by every rollout worker (cluster/tool_pool.py); 0: each rollout
+    worker runs its episodes' calls on threads of its own."""
+    cpus_per_tool_worker: float = 0.25
+    """CPUs Ray reserves per tool worker."""
+    calls_per_tool_worker: int = 8
+    """Calls one tool worker runs at once."""
     part_weights: dict[str, float] = field(default_factory=dict)
     """Per-turn reward parts added to the rubric's reward: weight per part the environment reports (the default
     environment: tool_calls, tool_errors), e.g. {tool_errors: -0.1}; empty: the rubric alone."""

@@ -46,14 +46,16 @@ def parse_call(text: str) -> Optional[ToolCall]:
     return ToolCall(match.group(1), match.group(2).strip()) if match else None
 
 
+Tool = Callable[[ToolCall, ToolContext], ToolResult]     # a bound tool, as an environment calls it
+
+
 class ToolEnvironment:
-    """One episode at a time. call_tool runs a call (default: in this process, bounded by the tool's timeout;
-    a rollout worker passes the tool pool's)."""
+    """One episode at a time. tools: name -> the tool as make_environment routes it (bounded by its timeout, run
+    on a thread here or in the tool pool; it never raises)."""
     stop = [CALL_CLOSE]
 
-    def __init__(self, tokenizer, tools: dict[str, BoundTool], cfg: EpisodeConfig,
-                 call_tool: Callable[[BoundTool, ToolCall, ToolContext, int], ToolResult] = run_tool):
-        self.tokenizer, self.tools, self.cfg, self.call_tool = tokenizer, tools, cfg, call_tool
+    def __init__(self, tokenizer, tools: dict[str, Tool], cfg: EpisodeConfig):
+        self.tokenizer, self.tools, self.cfg = tokenizer, tools, cfg
         self.task: Optional[Task] = None
         self.turn = 0
 
@@ -70,8 +72,7 @@ class ToolEnvironment:
         if tool is None:
             result = ToolResult(f"error: no tool '{call.name}' (offered: {', '.join(self.tools)})", error=True)
         else:
-            result = self.call_tool(tool, call, ToolContext(self.task.sample if self.task else None, self.turn),
-                                    self.cfg.max_result_chars)
+            result = tool(call, ToolContext(self.task.sample if self.task else None, self.turn))
         text = f"{RESULT_OPEN}{result.text}{RESULT_CLOSE}"
         return EnvStep(self.tokenizer(text, add_special_tokens=False)["input_ids"], False,
                        {"tool_calls": 1.0, "tool_errors": float(result.error)})
@@ -91,8 +92,10 @@ def bind_tools(cfg: EpisodeConfig) -> dict[str, BoundTool]:
 def check_episode(cfg: EpisodeConfig, context_len: int, lora_rank: int = 0) -> None:
     """Raises ValueError (or ToolNotFound) on a config no episode can run with: its tools are bound (options
     checked), its environment is found, and its budgets fit the model's context."""
-    if cfg.max_turns < 1 or cfg.max_result_chars < 1:
-        raise ValueError("max_turns and max_result_chars must be >= 1")
+    if cfg.max_turns < 1 or cfg.max_result_chars < 1 or cfg.calls_per_tool_worker < 1:
+        raise ValueError("max_turns, max_result_chars and calls_per_tool_worker must be >= 1")
+    if cfg.tool_workers < 0 or not cfg.cpus_per_tool_worker > 0:
+        raise ValueError("tool_workers must be >= 0 and cpus_per_tool_worker > 0")
     if not 2 <= cfg.max_episode_tokens <= context_len:
         raise ValueError(f"max_episode_tokens={cfg.max_episode_tokens}: must be in [2, the context {context_len}]")
     if lora_rank:
@@ -104,8 +107,13 @@ def check_episode(cfg: EpisodeConfig, context_len: int, lora_rank: int = 0) -> N
 
 def make_environment(cfg: EpisodeConfig, tokenizer, call_tool=run_tool) -> Environment:
     """The configured environment: the default ToolEnvironment, or cfg.environment's factory, called as
-    factory(tokenizer, tools, cfg) (a class or a function)."""
-    tools = bind_tools(cfg)
+    factory(tokenizer, tools, cfg) (a class or a function). tools maps each name to a callable (call, ctx) ->
+    ToolResult that runs it through call_tool (run_tool: a thread here; the rollout worker's RemoteTools: the
+    tool pool), its answer cut to cfg.max_result_chars."""
+    def routed(tool: BoundTool) -> Tool:
+        return lambda call, ctx: call_tool(tool, call, ctx, cfg.max_result_chars)
+
+    tools = {name: routed(tool) for name, tool in bind_tools(cfg).items()}
     if cfg.environment is None:
-        return ToolEnvironment(tokenizer, tools, cfg, call_tool)
+        return ToolEnvironment(tokenizer, tools, cfg)
     return load(cfg.environment, ENVIRONMENT_GROUP, {}, "environment")(tokenizer, tools, cfg)
