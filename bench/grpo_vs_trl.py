@@ -169,6 +169,9 @@ checkpointing off, its own `generate` (two threads); tether with one vLLM worker
 DeepSpeed ranks of one thread each, as configs/tiny.yaml sets them, synchronous and with async rollouts. Tokens/s
 are rollout tokens per wall second of the whole step; reward/min is the mean reward of the last 5 steps minus
 that of the first 5, per wall minute of the run. Target (issue 24): tether at most 0.5x TRL's time per step.
+The reward columns compare only on short answers: TRL's script scores the number after the last `####`, tether's
+math verifier the whole line after it, so at 128 forced tokens, where the model writes on past its answer on the
+same line, tether's reward is the stricter.
 
 | completions | run | s/step | / TRL | tokens/s | reward/min | phases (s, medians) | overlap |
 |---|---|---|---|---|---|---|---|
