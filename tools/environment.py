@@ -72,7 +72,8 @@ class ToolEnvironment:
         if tool is None:
             result = ToolResult(f"error: no tool '{call.name}' (offered: {', '.join(self.tools)})", error=True)
         else:
-            result = tool(call, ToolContext(self.task.sample if self.task else None, self.turn))
+            question = self.task.sample.prompt if self.task and self.task.sample else None
+            result = tool(call, ToolContext(question, self.turn))
         text = f"{RESULT_OPEN}{result.text}{RESULT_CLOSE}"
         return EnvStep(self.tokenizer(text, add_special_tokens=False)["input_ids"], False,
                        {"tool_calls": 1.0, "tool_errors": float(result.error)})

@@ -4,8 +4,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from verifiers.types import Sample
-
 
 @dataclass(frozen=True)
 class ToolCall:
@@ -24,7 +22,7 @@ class ToolResult:
 
 @dataclass(frozen=True)
 class ToolContext:
-    """The episode a call belongs to: its sample (question and reference answer; tools must not leak the
-    answer, but a per-task tool may read its question) and the turn, 1-based."""
-    sample: Optional[Sample]
+    """The episode a call belongs to: its question (never the reference answer, which no tool may see, so none
+    can hand it to the model) and the turn, 1-based."""
+    question: Optional[str]
     turn: int

@@ -17,7 +17,7 @@ from tools.registry import BoundTool, ToolNotFound, bind, run_tool
 from tools.search import search
 from tools.types import ToolCall, ToolContext, ToolResult
 
-CTX = ToolContext(sample=None, turn=1)
+CTX = ToolContext(question=None, turn=1)
 
 
 def random_tree(rng: random.Random, depth: int):
@@ -163,3 +163,13 @@ def test_the_default_environment_appends_results_tokenised_once_and_ends_on_a_pl
     env.reset(task)
     final = env.step(ids("The sum is 46. #### 46"))
     assert final.done and final.observation == []
+
+
+def test_a_tool_sees_the_question_and_never_the_reference_answer(tokenizer):
+    from verifiers.types import Sample
+    env = make_environment(EpisodeConfig(tools=[ToolSpec("tests.fixtures.tools:echo_context", name="peek")]),
+                           tokenizer)
+    env.reset(Task(sample=Sample(prompt="What is 12 + 34?", answer="4646"), prompt_ids=[5], solution="#### 4646"))
+    seen = tokenizer.decode(env.step(tokenizer("<tool>peek: x</tool>", add_special_tokens=False)["input_ids"])
+                            .observation)
+    assert "question='What is 12 + 34?'" in seen and "4646" not in seen
