@@ -37,8 +37,8 @@ def run(runs_dir: str, name: str, overrides: list[str], resume: bool) -> Path:
 
 
 def curve(stage_dir: Path) -> tuple[list[float], list[float], float, dict[str, float]]:
-    """(wall seconds at each evaluation, pass@1 there, the stage's mean staleness, median seconds per step of the
-    wait for rollouts and of the update)."""
+    """(wall seconds at each evaluation, pass@1 there, the stage's mean staleness, per-step medians of the wait for
+    rollouts and of the update (seconds) and of the update's padding share before and after length-sorting)."""
     records = read_metrics(stage_dir / "metrics.jsonl")
     elapsed, seconds, scores = 0.0, [], []
     for r in records:
@@ -47,8 +47,8 @@ def curve(stage_dir: Path) -> tuple[list[float], list[float], float, dict[str, f
             seconds.append(elapsed)
             scores.append(r[PASS])
     stale = [r["async/staleness_mean"] for r in records if "async/staleness_mean" in r]
-    phases = {p: float(np.median([r[f"time/{p}"] for r in records if f"time/{p}" in r]))
-              for p in ("generate", "update")}
+    keys = ("time/generate", "time/update", "batch/padding_share_before", "batch/padding_share")
+    phases = {k: float(np.median([r[k] for r in records if k in r])) for k in keys}
     return seconds, scores, float(np.mean(stale)) if stale else 0.0, phases
 
 
@@ -88,8 +88,8 @@ def report(results: dict, seeds: list[int], bounds: list[int], args) -> str:
              f"(evaluations aside). Command: `.venv/bin/python bench/async_rl.py --sft {args.sft} --seeds "
              f"{args.seeds} --staleness {args.staleness} --steps {args.steps} --eval-every {args.eval_every}`.", "",
              "| max_staleness | seed | pass@1 start -> end | gain | wall s | wall / sync | gain - sync gain "
-             "| mean staleness | wait for rollouts s | update s |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| mean staleness | wait for rollouts s | update s | padding before -> after |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for k in bounds:
         for seed in seeds:
             seconds, scores, stale, phases = results[k, seed]
@@ -97,7 +97,8 @@ def report(results: dict, seeds: list[int], bounds: list[int], args) -> str:
             gain, base_gain = scores[-1] - scores[0], base_scores[-1] - base_scores[0]
             lines.append(f"| {k} | {seed} | {scores[0]:.3f} -> {scores[-1]:.3f} | {gain:+.3f} | {seconds[-1]:.1f} | "
                          f"{seconds[-1] / base_seconds[-1]:.2f}x | {gain - base_gain:+.3f} | {stale:.2f} | "
-                         f"{phases['generate']:.2f} | {phases['update']:.2f} |")
+                         f"{phases['time/generate']:.2f} | {phases['time/update']:.2f} | "
+                         f"{phases['batch/padding_share_before']:.1%} -> {phases['batch/padding_share']:.1%} |")
     for k in bounds[1:]:
         ratio = np.mean([results[k, s][0][-1] / results[0, s][0][-1] for s in seeds])
         delta = np.mean([(results[k, s][1][-1] - results[k, s][1][0]) - (results[0, s][1][-1] - results[0, s][1][0])

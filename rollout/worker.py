@@ -15,7 +15,7 @@ from rollout.episodes import BatchTurns, RemoteTools, VllmTurns, run_episodes
 from rollout.types import FinishReason, Rollout, Sampling
 from rollout.weight_sync import DeviceId, Member, TensorSpec, device_id, open_receiver, receive_buckets
 from tools.config import EpisodeConfig
-from tools.environment import make_environment
+from tools.environment import make_environments
 from tools.registry import run_tool
 
 
@@ -161,7 +161,7 @@ class RolloutWorker:
             import torch
             torch.manual_seed(s.seed + self.index)
         call_tool = RemoteTools(tool_workers) if tool_workers else run_tool
-        envs = [make_environment(cfg, self.tokenizer, call_tool) for _ in tasks]
+        envs = make_environments(cfg, self.tokenizer, len(tasks), call_tool)
         return run_episodes(self.engine.turns(), envs, tasks, dataclasses.replace(s, seed=None), cfg.max_episode_tokens,
                             self.version)
 

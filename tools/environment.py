@@ -50,7 +50,7 @@ Tool = Callable[[ToolCall, ToolContext], ToolResult]     # a bound tool, as an e
 
 
 class ToolEnvironment:
-    """One episode at a time. tools: name -> the tool as make_environment routes it (bounded by its timeout, run
+    """One episode at a time. tools: name -> the tool as make_environments routes it (bounded by its timeout, run
     on a thread here or in the tool pool; it never raises)."""
     stop = [CALL_CLOSE]
 
@@ -106,15 +106,16 @@ def check_episode(cfg: EpisodeConfig, context_len: int, lora_rank: int = 0) -> N
         load(cfg.environment, ENVIRONMENT_GROUP, {}, "environment")
 
 
-def make_environment(cfg: EpisodeConfig, tokenizer, call_tool=run_tool) -> Environment:
-    """The configured environment: the default ToolEnvironment, or cfg.environment's factory, called as
-    factory(tokenizer, tools, cfg) (a class or a function). tools maps each name to a callable (call, ctx) ->
-    ToolResult that runs it through call_tool (run_tool: a thread here; the rollout worker's RemoteTools: the
-    tool pool), its answer cut to cfg.max_result_chars."""
+def make_environments(cfg: EpisodeConfig, tokenizer, count: int, call_tool=run_tool) -> list[Environment]:
+    """`count` environments of the configured kind (tools bound and the factory found once): the default
+    ToolEnvironment, or cfg.environment's factory, called as factory(tokenizer, tools, cfg) (a class or a
+    function). tools maps each name to a callable (call, ctx) -> ToolResult that runs it through call_tool
+    (run_tool: a thread here; the rollout worker's RemoteTools: the tool pool), its answer cut to
+    cfg.max_result_chars."""
     def routed(tool: BoundTool) -> Tool:
         return lambda call, ctx: call_tool(tool, call, ctx, cfg.max_result_chars)
 
     tools = {name: routed(tool) for name, tool in bind_tools(cfg).items()}
-    if cfg.environment is None:
-        return ToolEnvironment(tokenizer, tools, cfg)
-    return load(cfg.environment, ENVIRONMENT_GROUP, {}, "environment")(tokenizer, tools, cfg)
+    factory = ToolEnvironment if cfg.environment is None else load(cfg.environment, ENVIRONMENT_GROUP, {},
+                                                                   "environment")
+    return [factory(tokenizer, tools, cfg) for _ in range(count)]

@@ -10,17 +10,17 @@ and a config offers it: `episode: {tools: [{fn: weather, options: {units: metric
 from __future__ import annotations
 
 import asyncio
-import importlib
 import inspect
 import threading
 from dataclasses import dataclass
-from importlib.metadata import entry_points
 from typing import Any, Callable
 
 from tools.config import ToolSpec
 from tools.types import ToolCall, ToolContext, ToolResult
+from verifiers.registry import load_named
 
 ENTRY_POINT_GROUP = "tether.tools"
+THREAD_PREFIX = "tool-"      # names the thread of each call (a tool worker counts the hung ones by it)
 BUILT_INS = {
     "calculator": "tools.calculator:calculator",
     "python": "tools.python_tool:python",
@@ -33,27 +33,8 @@ class ToolNotFound(LookupError):
 
 
 def load(target: str, group: str, built_ins: dict[str, str], what: str) -> Callable:
-    """The callable `target` names: "module:attr", a built-in, or an entry point of `group`."""
-    if ":" not in target and target in built_ins:
-        target = built_ins[target]
-    elif ":" not in target:
-        found = entry_points(group=group).select(name=target)
-        if found:
-            return next(iter(found)).load()
-        installed = sorted(ep.name for ep in entry_points(group=group))
-        raise ToolNotFound(f"{what} '{target}': not a built-in ({', '.join(built_ins) or 'none'}), not an entry "
-                           f"point in group '{group}' (installed: {', '.join(installed) or 'none'}), and not a "
-                           "'module:function' string")
-    module_name, _, attr = target.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except Exception as e:      # a missing module, or one that fails as it loads
-        raise ToolNotFound(f"{what} '{target}': cannot import module '{module_name}': "
-                           f"{type(e).__name__}: {e}") from None
-    fn = getattr(module, attr, None)
-    if not callable(fn):
-        raise ToolNotFound(f"{what} '{target}': module '{module_name}' has no callable '{attr}'")
-    return fn
+    """The callable `target` names: "module:attr", a built-in, or an entry point of `group` (ToolNotFound)."""
+    return load_named(target, group, built_ins, what, ToolNotFound, "callable")
 
 
 @dataclass(frozen=True)
@@ -92,7 +73,7 @@ def run_tool(tool: BoundTool, call: ToolCall, ctx: ToolContext, max_chars: int) 
         except BaseException as e:     # noqa: BLE001 - a tool's failure is the model's observation
             box.append(e)
 
-    thread = threading.Thread(target=target, name=f"tool-{tool.name}", daemon=True)
+    thread = threading.Thread(target=target, name=f"{THREAD_PREFIX}{tool.name}", daemon=True)
     thread.start()
     thread.join(tool.timeout_s)
     if not box:

@@ -7,7 +7,7 @@ import threading
 
 from tools.config import EpisodeConfig
 from tools.environment import bind_tools
-from tools.registry import run_tool
+from tools.registry import THREAD_PREFIX, run_tool
 from tools.types import ToolCall, ToolContext, ToolResult
 
 
@@ -25,4 +25,4 @@ class ToolWorker:
     def stuck(self) -> int:
         """Tool threads still running past their timeout (they cannot be stopped; the pool replaces a worker
         that holds too many)."""
-        return sum(t.name.startswith("tool-") for t in threading.enumerate())
+        return sum(t.name.startswith(THREAD_PREFIX) for t in threading.enumerate())

@@ -12,6 +12,7 @@ import functools
 import importlib
 import inspect
 from importlib.metadata import entry_points
+from typing import Callable
 
 from verifiers.config import VerifierSpec
 from verifiers.types import Verifier
@@ -31,29 +32,29 @@ class VerifierNotFound(LookupError):
 
 def resolve(name: str) -> Verifier:
     """The function a config's `fn` names."""
-    if ":" in name:
-        return _import(name, name)
-    if name in BUILT_INS:
-        return _import(BUILT_INS[name], name)
-    found = entry_points(group=ENTRY_POINT_GROUP).select(name=name)
-    if found:
-        return next(iter(found)).load()
-    installed = sorted(ep.name for ep in entry_points(group=ENTRY_POINT_GROUP))
-    raise VerifierNotFound(
-        f"verifier '{name}': not a built-in ({', '.join(BUILT_INS)}), not an entry point in group "
-        f"'{ENTRY_POINT_GROUP}' (installed: {', '.join(installed) or 'none'}), and not a 'module:function' string")
+    return load_named(name, ENTRY_POINT_GROUP, BUILT_INS, "verifier", VerifierNotFound, "function")
 
 
-def _import(target: str, name: str) -> Verifier:
+def load_named(name: str, group: str, built_ins: dict[str, str], what: str, error: type[LookupError],
+               kind: str) -> Callable:
+    """The callable `name` names: a "module:attr" string, a built-in (name -> "module:attr"), or an entry point of
+    `group`. Otherwise `error`, saying where it looked (`what`/`kind` word the message: "verifier", "function")."""
+    target = name if ":" in name else built_ins.get(name)
+    if target is None:
+        found = entry_points(group=group).select(name=name)
+        if found:
+            return next(iter(found)).load()
+        installed = sorted(ep.name for ep in entry_points(group=group))
+        raise error(f"{what} '{name}': not a built-in ({', '.join(built_ins) or 'none'}), not an entry point in group "
+                    f"'{group}' (installed: {', '.join(installed) or 'none'}), and not a 'module:function' string")
     module_name, _, attr = target.partition(":")
     try:
         module = importlib.import_module(module_name)
     except Exception as e:      # a missing module, or one that fails as it loads (a syntax error, a raise)
-        raise VerifierNotFound(f"verifier '{name}': cannot import module '{module_name}': "
-                               f"{type(e).__name__}: {e}") from None
+        raise error(f"{what} '{name}': cannot import module '{module_name}': {type(e).__name__}: {e}") from None
     fn = getattr(module, attr, None)
     if not callable(fn):
-        raise VerifierNotFound(f"verifier '{name}': module '{module_name}' has no function '{attr}'")
+        raise error(f"{what} '{name}': module '{module_name}' has no {kind} '{attr}'")
     return fn
 
 

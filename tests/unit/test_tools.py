@@ -11,7 +11,7 @@ from data.tasks import Task
 from data.tokenizer import train_tokenizer
 from tools.calculator import CalculatorError, calculator, evaluate, format_value
 from tools.config import EpisodeConfig, ToolSpec
-from tools.environment import ToolEnvironment, bind_tools, make_environment, parse_call
+from tools.environment import ToolEnvironment, bind_tools, make_environments, parse_call
 from tools.python_tool import python
 from tools.registry import BoundTool, ToolNotFound, bind, run_tool
 from tools.search import search
@@ -145,7 +145,7 @@ def tokenizer(tmp_path_factory):
 
 
 def test_the_default_environment_appends_results_tokenised_once_and_ends_on_a_plain_turn(tokenizer):
-    env = make_environment(EpisodeConfig(tools=[ToolSpec("calculator")], max_turns=3), tokenizer)
+    [env] = make_environments(EpisodeConfig(tools=[ToolSpec("calculator")], max_turns=3), tokenizer, 1)
     assert isinstance(env, ToolEnvironment) and env.stop == ["</tool>"]
     task = Task(sample=None, prompt_ids=[5, 6, 7], solution="")
     assert env.reset(task) == [5, 6, 7]
@@ -167,8 +167,8 @@ def test_the_default_environment_appends_results_tokenised_once_and_ends_on_a_pl
 
 def test_a_tool_sees_the_question_and_never_the_reference_answer(tokenizer):
     from verifiers.types import Sample
-    env = make_environment(EpisodeConfig(tools=[ToolSpec("tests.fixtures.tools:echo_context", name="peek")]),
-                           tokenizer)
+    [env] = make_environments(EpisodeConfig(tools=[ToolSpec("tests.fixtures.tools:echo_context", name="peek")]),
+                              tokenizer, 1)
     env.reset(Task(sample=Sample(prompt="What is 12 + 34?", answer="4646"), prompt_ids=[5], solution="#### 4646"))
     seen = tokenizer.decode(env.step(tokenizer("<tool>peek: x</tool>", add_special_tokens=False)["input_ids"])
                             .observation)

@@ -13,6 +13,7 @@ the version of the weights that sampled it; a group more than k syncs behind is 
 loss sees it."""
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import json
 from dataclasses import dataclass
@@ -81,13 +82,12 @@ class RolloutStream:
         tasks, sampling = self.draw(step)
         groups = self._groups(step)
         del self.queued[step]
-        stale = [i for i, g in enumerate(groups)
-                 if max(self.staleness(r.policy_version) for r in g) > self.max_staleness]
+        ages = [[self.staleness(r.policy_version) for r in g] for g in groups]
+        stale = [i for i, a in enumerate(ages) if max(a) > self.max_staleness]
         if stale:  # never trained on: sampled again from the weights the workers hold now
             for i, group in zip(stale, self._submit([tasks[i] for i in stale], sampling).result()):
-                groups[i] = group
-        rollouts = with_provenance(tasks, groups)
-        return StepRollouts(tasks, rollouts, np.array([self.staleness(r.policy_version) for r in rollouts]), len(stale))
+                groups[i], ages[i] = group, [self.staleness(r.policy_version) for r in group]
+        return StepRollouts(tasks, with_provenance(tasks, groups), np.array([a for g in ages for a in g]), len(stale))
 
     def _submit(self, tasks: list[Task], sampling: Sampling):
         if self.episode is None:
@@ -95,8 +95,8 @@ class RolloutStream:
         return Episodes(self.pool, tasks, sampling, self.episode)
 
     def staleness(self, version: int) -> int:
-        """Weight syncs sent to the workers after the one that gave them `version`."""
-        return sum(v > version for v in self.synced)
+        """Weight syncs sent to the workers after the one that gave them `version` (versions only grow)."""
+        return len(self.synced) - bisect.bisect_right(self.synced, version)
 
     def sync_weights(self, version: int) -> None:
         """The learners' weights -> every worker, after the generate calls already queued on it."""
