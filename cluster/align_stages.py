@@ -109,7 +109,7 @@ def alignment_roles(job: JobConfig, paths: RunPaths, stage: Stage, base: Path, l
 
 def stage_episode(job: JobConfig, stage: Stage) -> Optional[EpisodeConfig]:
     """The stage's episode section (multi-turn sampling with tools), if it samples and has one."""
-    section = {Stage.grpo: job.grpo, Stage.rsft: job.rsft, **job.ppo_sections}.get(stage)
+    section = {Stage.sft: job.sft, Stage.grpo: job.grpo, Stage.rsft: job.rsft, **job.ppo_sections}.get(stage)
     return getattr(section, "episode", None)
 
 

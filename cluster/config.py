@@ -399,6 +399,11 @@ def validate_alignment(job: JobConfig, need) -> None:
         need(job.sft.steps >= 1 and job.sft.warmup_steps < job.sft.steps and job.sft.lr > 0,
              "sft: needs steps >= 1, warmup_steps < steps, lr > 0")
         lr_floor("sft.min_lr_ratio", job.sft.min_lr_ratio)
+        episode("sft", job.sft.episode)
+        demo = job.sft.demonstrate
+        offered = [t.label for t in job.sft.episode.tools] if job.sft.episode is not None else []
+        need(demo is None or demo.tool in offered, f"sft.demonstrate.tool={demo.tool if demo else ''}: "
+             f"must be one of sft.episode's tools ({', '.join(offered) or 'none: set sft.episode'})")
     if Stage.grpo in stages:
         g = job.grpo
         update("grpo.update", g.update)

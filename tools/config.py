@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any, Optional
 
 
@@ -45,3 +46,19 @@ class EpisodeConfig:
     part_weights: dict[str, float] = field(default_factory=dict)
     """Per-turn reward parts added to the rubric's reward: weight per part the environment reports (the default
     environment: tool_calls, tool_errors), e.g. {tool_errors: -0.1}; empty: the rubric alone."""
+
+
+class CallArgs(Enum):
+    expression = "expression"
+    """The arithmetic expression in the question (the longest run of numbers, operators and brackets)."""
+    question = "question"
+    """The question as the user asked it (a search query)."""
+
+
+@dataclass
+class Demonstration:
+    """How a generated demonstration calls its tool: SFT on these teaches the call format and when to call."""
+    tool: str = "calculator"
+    """The name (in the episode's tools) of the tool the demonstration calls."""
+    args: CallArgs = CallArgs.expression
+    """What the call's args are, taken from the question."""

@@ -6,7 +6,8 @@
 
 The default format, inside the assistant's turn: the model writes `<tool>name: args</tool>` (generation stops
 at `</tool>`), the environment appends `<result>...</result>` tokenised once, and the model goes on; a turn
-without a call (or the max_turns-th) ends the episode. Token ids are never re-tokenised: the episode is the
+without a call (or the max_turns-th) ends the episode. A turn that opens `<tool>` without a call in the format
+counts as a malformed call (reward part malformed_calls). Token ids are never re-tokenised: the episode is the
 prompt, then each model turn as the engine sampled it, then each result as the environment tokenised it."""
 from __future__ import annotations
 
@@ -65,9 +66,10 @@ class ToolEnvironment:
 
     def step(self, action: list[int]) -> EnvStep:
         self.turn += 1
-        call = parse_call(self.tokenizer.decode(action, skip_special_tokens=False))
+        text = self.tokenizer.decode(action, skip_special_tokens=False)
+        call = parse_call(text)
         if call is None or self.turn >= self.cfg.max_turns:
-            return EnvStep([], True)
+            return EnvStep([], True, {"malformed_calls": 1.0} if call is None and CALL_OPEN in text else {})
         tool = self.tools.get(call.name)
         if tool is None:
             result = ToolResult(f"error: no tool '{call.name}' (offered: {', '.join(self.tools)})", error=True)

@@ -9,7 +9,7 @@ from enum import Enum
 from typing import Optional
 
 from data.config import PairSource
-from tools.config import EpisodeConfig
+from tools.config import Demonstration, EpisodeConfig
 
 
 class RewardTerms(Enum):
@@ -95,6 +95,12 @@ class SftConfig:
     """Share of SFT's questions where the user asserts a wrong answer; the worked answer stays the true one.
     None: tasks.train.assert_wrong. A policy that never saw an assertion answers one with fragments, so the
     demo asserts in a quarter (at no cost in pass@1: docs/evals.md)."""
+    episode: Optional[EpisodeConfig] = None
+    """Tools for the held-out evaluation (eval/tools/...: pass@k in multi-turn episodes, besides pass@k
+    without them) and for the demonstrations; None: one turn."""
+    demonstrate: Optional[Demonstration] = None
+    """Train on tool-use demonstrations (tools/demonstrations.py: the call, the tool's result, masked out, then
+    `#### answer`) instead of worked answers; needs episode with that tool."""
     eval_every: int = 50
     """Held-out pass@k every this many steps (and at the start and end)."""
     checkpoint_every: int = 50

@@ -49,10 +49,15 @@ def step_seed(seed: int, step: int, salt: int) -> int:
     return (seed * 1_000_003 + step * 7919 + salt) % 2**31
 
 
-def step_tasks(tasks: list[Task], count: int, seed: int, step: int) -> list[Task]:
-    """The step's prompts: a seeded draw without replacement (a function of seed and step, so resume replays it)."""
+def step_indices(total: int, count: int, seed: int, step: int) -> list[int]:
+    """The step's prompts' indices: a seeded draw without replacement (a function of seed and step, so resume
+    replays it)."""
     rng = np.random.default_rng(step_seed(seed, step, 1))
-    return [tasks[i] for i in rng.choice(len(tasks), size=min(count, len(tasks)), replace=False)]
+    return [int(i) for i in rng.choice(total, size=min(count, total), replace=False)]
+
+
+def step_tasks(tasks: list[Task], count: int, seed: int, step: int) -> list[Task]:
+    return [tasks[i] for i in step_indices(len(tasks), count, seed, step)]
 
 
 def step_sampling(n: int, temperature: float, tasks_cfg: TasksConfig, seed: int, step: int) -> Sampling:
@@ -116,14 +121,17 @@ def held_out_measures(roles: Roles, tasks: list[Task], cfg: TasksConfig, groups:
 
 def episode_stats(rollouts: list[Rollout]) -> dict[str, float]:
     """Multi-turn episodes: mean model turns, tool calls and tool errors per episode, the share of tool calls
-    that ran without error, and the share of response tokens masked out of the loss (observations)."""
+    that ran without error, the share of attempted calls (malformed ones included) that were well formed and
+    ran, and the share of response tokens masked out of the loss (observations)."""
     calls = sum(r.env_parts.get("tool_calls", 0.0) for r in rollouts)
     errors = sum(r.env_parts.get("tool_errors", 0.0) for r in rollouts)
+    attempts = calls + sum(r.env_parts.get("malformed_calls", 0.0) for r in rollouts)
     tokens = sum(len(r.response_ids) for r in rollouts)
     masked = sum(len(r.response_ids) - sum(r.sampled_mask()) for r in rollouts)
     return {"episode/turns": float(np.mean([r.turns for r in rollouts])), "episode/tool_calls": calls / len(rollouts),
             "episode/tool_errors": errors / len(rollouts),
             "episode/call_ok_share": 1 - errors / calls if calls else 0.0,
+            "episode/well_formed_share": (calls - errors) / attempts if attempts else 0.0,
             "episode/masked_share": masked / max(tokens, 1)}
 
 

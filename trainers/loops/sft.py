@@ -1,7 +1,7 @@
 """Supervised fine-tuning: next-token NLL, eq. (9), on (prompt, answer) pairs with the prompt's tokens
 masked out, so that only the answer is learned. Two loops use it:
 
-sft (worked answers from the task source):
+sft (worked answers from the task source, or tool-use demonstrations: sft.demonstrate):
     for each step:  sample (the step's tasks) -> update (every rank, its shard) -> log
                     [every eval_every] sync -> held-out pass@k
                     [every checkpoint_every] checkpoint
@@ -24,6 +24,8 @@ from tqdm import tqdm
 from data.config import TasksConfig
 from data.tasks import Task, answer_ids
 from evals.metrics import MetricsLog, PhaseTimer
+from tools.demonstrations import DemoTarget, demonstration
+from tools.environment import make_environments
 from trainers.align_config import KeepRule, RsftConfig, SftConfig
 from trainers.learners.batches import TokenBatch
 from trainers.learners.rl_batches import token_rows
@@ -37,8 +39,8 @@ from trainers.loops.alignment import (
     rollout_stream,
     rollout_tasks,
     save_stage_checkpoint,
+    step_indices,
     step_seed,
-    step_tasks,
 )
 from trainers.loops.checkpoints import Checkpoints, DriverState
 from trainers.loops.rollout_stream import staleness_record
@@ -58,23 +60,26 @@ def sft_update(policy, prompts: list[list[int]], answers: list[list[int]], pad_i
 def run_sft(roles: Roles, cfg: SftConfig, tasks_cfg: TasksConfig, train: list[Task], held_out: list[Task],
             rows: int, ranks: int, tokenizer, stage_dir: Path, seed: int, resume: bool) -> Path:
     checkpoints, log = Checkpoints(stage_dir / "checkpoints"), MetricsLog(stage_dir)
-    state = begin_stage(roles, checkpoints, log, "sft", resume, held_out, tasks_cfg, seed)
+    demos = tool_demonstrations(train, cfg, tokenizer) if cfg.demonstrate is not None else None
+    state = begin_stage(roles, checkpoints, log, "sft", resume, held_out, tasks_cfg, seed, cfg.episode)
     timer = PhaseTimer()
     bar = tqdm(total=cfg.steps, initial=state.step, desc="sft", unit="step", dynamic_ncols=True)
     while state.step < cfg.steps:
         with timer("sample"):
-            tasks = step_tasks(train, rows, seed, state.step)
+            chosen = step_indices(len(train), rows, seed, state.step)
+            answers = [demos[i].ids if demos else answer_ids(train[i], tokenizer) for i in chosen]
+            masks = [demos[i].mask for i in chosen] if demos else None
         with timer("update"):
             roles.pool.free_gpu()                        # colocated: the engines sleep while the learners train
-            loss, targets = sft_update(roles.policy, [t.prompt_ids for t in tasks],
-                                       [answer_ids(t, tokenizer) for t in tasks], tokenizer.pad_token_id, ranks)
+            loss, targets = sft_update(roles.policy, [train[i].prompt_ids for i in chosen], answers,
+                                       tokenizer.pad_token_id, ranks, masks)
         state = DriverState(state.step + 1, state.tokens_seen + targets, state.policy_version + 1)
         record = {"train/loss": loss}
         if state.step % cfg.eval_every == 0 or state.step == cfg.steps:
             with timer("sync"):
                 roles.pool.sync_weights(state.policy_version)
             with timer("evaluate"):
-                record.update(evaluate(roles, held_out, tasks_cfg, seed))
+                record.update(evaluate(roles, held_out, tasks_cfg, seed, cfg.episode))
         if state.step % cfg.checkpoint_every == 0 or state.step == cfg.steps:
             with timer("checkpoint"):
                 save_stage_checkpoint(roles, checkpoints, state, tokenizer)
@@ -82,7 +87,16 @@ def run_sft(roles: Roles, cfg: SftConfig, tasks_cfg: TasksConfig, train: list[Ta
         bar.update(1)
         bar.set_postfix(loss=f"{loss:.3f}")
     bar.close()
-    return finish_stage(checkpoints, log, stage_dir, "sft", ["train/loss", "eval/pass@1", f"eval/pass@{tasks_cfg.eval_k}"])
+    tools = ["eval/tools/pass@1", "eval/tools/tool_calls"] if cfg.episode is not None else []
+    return finish_stage(checkpoints, log, stage_dir, "sft",
+                        ["train/loss", "eval/pass@1", f"eval/pass@{tasks_cfg.eval_k}", *tools])
+
+
+def tool_demonstrations(train: list[Task], cfg: SftConfig, tokenizer) -> list[DemoTarget]:
+    """One demonstration per training task (the driver runs the tool; tools/demonstrations.py)."""
+    env = make_environments(cfg.episode, tokenizer, 1)[0]
+    return [demonstration(env, t, cfg.demonstrate, tokenizer)
+            for t in tqdm(train, desc="demonstrations", unit="task", dynamic_ncols=True)]
 
 
 def kept_indices(rewards: np.ndarray, cfg: RsftConfig) -> list[int]:
