@@ -4,10 +4,15 @@ policy (SFT on the worked sums, then GRPO, both without tools), on the same held
 digits.
 
     .venv/bin/python bench/tools_demo.py [--seeds 0,1,2] [--resume]
+    .venv/bin/python bench/tools_demo.py --search [--seeds 0] [--resume]
 
 Reports held-out pass@1 without the tool (the no-tool arm after SFT and after GRPO, and the tool arm's policy
 when no tool answers), with the tool after SFT and after GRPO, the share of attempted calls that were well
-formed and ran, and the tool arm's gain over the best no-tool policy (target: +15 points). Writes its table into
+formed and ran, and the tool arm's gain over the best no-tool policy (target: +15 points).
+
+--search: configs/tools_search.yaml (SFT on search demonstrations over the fictional knowledge base) against
+configs/facts.yaml's reading SFT from the same pretrained policy; Hall(theta) = 1 - the facts verifier's mean
+score on the facts suite's 180 closed-book questions, without the tool and with it. Each writes its table into
 docs/benchmarks.md."""
 from __future__ import annotations
 
@@ -24,11 +29,11 @@ from bench.report import write_section  # noqa: E402
 from evals.metrics import read_metrics  # noqa: E402
 
 
-def run(name: str, overrides: list[str], resume: bool) -> Path:
+def run(config: str, name: str, overrides: list[str], resume: bool, last_stage: str = "grpo") -> Path:
     out = ROOT / "runs" / name
-    if resume and (out / "grpo" / "model" / "config.json").is_file():
+    if resume and (out / last_stage / "model" / "config.json").is_file():
         return out
-    subprocess.run([sys.executable, "-m", "cluster.cli", "run", "configs/tools.yaml", f"name={name}", *overrides],
+    subprocess.run([sys.executable, "-m", "cluster.cli", "run", config, f"name={name}", *overrides],
                    cwd=ROOT, check=True)
     return out
 
@@ -40,17 +45,13 @@ def last(run_dir: Path, stage: str, key: str) -> float:
     return float(values[-1])
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--resume", action="store_true", help="keep the runs that finished")
-    args = parser.parse_args()
+def calculator(seeds: list[int], resume: bool) -> None:
     rows, gains = [], []
-    for seed in [int(s) for s in args.seeds.split(",")]:
-        tools = run(f"tools-s{seed}", [f"seed={seed}"], args.resume)
-        plain = run(f"tools-notool-s{seed}", [f"seed={seed}", "stages=[sft,grpo]", "checks=[]",
-                                              f"model.path={tools / 'pretrain' / 'model'}", "sft.demonstrate=null",
-                                              "sft.episode=null", "grpo.episode=null"], args.resume)
+    for seed in seeds:
+        tools = run("configs/tools.yaml", f"tools-s{seed}", [f"seed={seed}"], resume)
+        plain = run("configs/tools.yaml", f"tools-notool-s{seed}",
+                    [f"seed={seed}", "stages=[sft,grpo]", "checks=[]", f"model.path={tools / 'pretrain' / 'model'}",
+                     "sft.demonstrate=null", "sft.episode=null", "grpo.episode=null"], resume)
         best_plain = max(last(plain, "sft", "eval/pass@1"), last(plain, "grpo", "eval/pass@1"))
         gain = last(tools, "grpo", "eval/tools/pass@1") - best_plain
         gains.append(gain)
@@ -62,16 +63,54 @@ def main() -> int:
                     + f" | {formed[0]:.3f} / {formed[1]:.3f} | **{100 * gain:+.1f}** |")
         print(rows[-1], flush=True)
     table = "\n".join([
-        "`.venv/bin/python bench/tools_demo.py --seeds " + args.seeds + "`: held-out pass@1 on 128 sums of 3-4 "
-        "numbers of 3-4 digits (4 samples each, temperature 1). No-tool arm: SFT on worked sums, then GRPO, from "
-        "the tool arm's pretrained policy of the same seed. Tool arm: configs/tools.yaml. *Tool policy, no tool*: "
-        "the tool arm's GRPO policy answering in one turn, so that no calculator answers its call. Gain: the tool "
-        "arm after GRPO, with the calculator, over the best no-tool policy, in points (target: +15).", "",
+        f"`.venv/bin/python bench/tools_demo.py --seeds {','.join(map(str, seeds))}`: held-out pass@1 on 128 sums "
+        "of 3-4 numbers of 3-4 digits (4 samples each, temperature 1). No-tool arm: SFT on worked sums, then GRPO, "
+        "from the tool arm's pretrained policy of the same seed. Tool arm: configs/tools.yaml. *Tool policy, no "
+        "tool*: the tool arm's GRPO policy answering in one turn, so that no calculator answers its call. Gain: the "
+        "tool arm after GRPO, with the calculator, over the best no-tool policy, in points (target: +15).", "",
         "| seed | no tool: SFT | no tool: GRPO | tool policy, no tool | with tool: SFT | with tool: GRPO | "
         "well-formed calls (SFT / GRPO) | gain (points) |", "|---|---|---|---|---|---|---|---|", *rows,
         f"| mean | | | | | | | **{100 * np.mean(gains):+.1f}** |"])
     print(table)
     write_section("tools_demo", "## Tool use that learns (`bench/tools_demo.py`)\n\n" + table)
+
+
+def search(seeds: list[int], resume: bool) -> None:
+    score = "verifier/facts/mean_score"
+    rows = []
+    for seed in seeds:
+        tools = run("configs/tools_search.yaml", f"tools-search-s{seed}", [f"seed={seed}"], resume, "sft")
+        reading = run("configs/facts.yaml", f"tools-search-reading-s{seed}",
+                      [f"seed={seed}", "stages=[sft]", f"model.path={tools / 'pretrain' / 'model'}",
+                       "tasks.held_out.split=test_closed_book", "tasks.held_out.count=180", "tasks.max_new_tokens=40"],
+                      resume, "sft")
+        cells = [1 - last(reading, "sft", f"eval/{score}"), 1 - last(tools, "sft", f"eval/{score}"),
+                 1 - last(tools, "sft", f"eval/tools/{score}"), last(reading, "sft", "eval/pass@1"),
+                 last(tools, "sft", "eval/tools/pass@1"), last(tools, "sft", "eval/tools/well_formed_share")]
+        rows.append(f"| {seed} | " + " | ".join(f"{c:.3f}" for c in cells) + " |")
+        print(rows[-1], flush=True)
+    table = "\n".join([
+        f"`.venv/bin/python bench/tools_demo.py --search --seeds {','.join(map(str, seeds))}`: the facts suite's "
+        "180 closed-book questions about configs/facts.yaml's knowledge base (half of the facts stated in "
+        "pretraining), 4 samples each at temperature 1. Hall(theta) = 1 - the facts verifier's mean score (a "
+        "response's share of false claims; one with no claim asserts nothing false). *Reading SFT*: "
+        "configs/facts.yaml's SFT (open-book reading practice) from the same pretrained policy, asked "
+        "closed-book. *Search SFT*: configs/tools_search.yaml, one turn (no tool answers its call) and in "
+        "episodes with the search tool.", "",
+        "| seed | Hall, reading SFT, no tool | Hall, search SFT, no tool | Hall, search SFT, with search | "
+        "pass@1 reading SFT | pass@1 with search | well-formed calls |", "|---|---|---|---|---|---|---|", *rows])
+    print(table)
+    write_section("tools_search", "## Search against hallucination (`bench/tools_demo.py --search`)\n\n" + table)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--search", action="store_true", help="the search run over the knowledge base")
+    parser.add_argument("--resume", action="store_true", help="keep the runs that finished")
+    args = parser.parse_args()
+    seeds = [int(s) for s in args.seeds.split(",")]
+    (search if args.search else calculator)(seeds, args.resume)
     return 0
 
 

@@ -113,9 +113,10 @@ class TaskKind(Enum):
     hf = "hf"
     """A Hugging Face datasets name with those fields (never used in tests)."""
     knowledge = "knowledge"
-    """Open-book questions about the fictional knowledge base (options: data.knowledge.KnowledgeConfig's
-    fields): split `train` asks about practice people seen only in context (reading practice), split `test`
-    about the people the facts suite asks about, each with their document in the context."""
+    """Questions about the fictional knowledge base (options: data.knowledge.KnowledgeConfig's fields): split
+    `train` asks about practice people seen only in context (reading practice), split `test` about the people
+    the facts suite asks about, each with their document in the context; `train_closed_book` and
+    `test_closed_book` ask the same people the bare question."""
 
 
 @dataclass

@@ -172,21 +172,24 @@ def training_documents(cfg: KnowledgeConfig) -> list[str]:
 
 
 def reading_tasks(cfg: KnowledgeConfig, split: str, count: int) -> list[tuple[Sample, str]]:
-    """(open-book Sample, answer sentence) x count for SFT: split 'train' asks about the readers (practice
-    people seen only in context), 'test' about the asked-about people; the person's document sits among
-    context_chunks - 1 readers' documents, at a random place."""
-    if split not in ("train", "test"):
-        raise ValueError(f"knowledge tasks: split must be train or test, got {split!r}")
+    """(Sample, answer sentence) x count for SFT. Split 'train' asks about the readers (practice people seen only
+    in context), 'test' about the asked-about people, open-book: the person's document sits among
+    context_chunks - 1 readers' documents, at a random place. 'train_closed_book' and 'test_closed_book' ask the
+    same people the bare question (what a model with a search tool looks up)."""
+    splits = ("train", "test", "train_closed_book", "test_closed_book")
+    if split not in splits:
+        raise ValueError(f"knowledge tasks: split must be one of {', '.join(splits)}, got {split!r}")
     kb = make_knowledge_base(cfg)
     readers = reader_people(kb, cfg)
-    facts = [f for f in kb.practice if f.person in set(readers)] if split == "train" else kb.facts
+    facts = [f for f in kb.practice if f.person in set(readers)] if split.startswith("train") else kb.facts
     rng = random.Random(f"{cfg.seed}/{split}")
     out = []
     for i in range(count or len(facts)):
         fact = facts[i % len(facts)]
-        chunks = open_book_chunks(kb, fact.person, readers, cfg.context_chunks, rng)
         question = fact.attribute.question.format(person=fact.person)
-        out.append((fact_sample(fact, augmented_prompt(question, chunks)), answer_sentence(fact)))
+        if not split.endswith("closed_book"):
+            question = augmented_prompt(question, open_book_chunks(kb, fact.person, readers, cfg.context_chunks, rng))
+        out.append((fact_sample(fact, question), answer_sentence(fact)))
     return out
 
 

@@ -55,10 +55,13 @@ def normalize_rewards(totals: np.ndarray, how: Normalization) -> np.ndarray:
 
 
 def pass_rates(breakdowns: list[RewardBreakdown], labels: list[str]) -> dict[str, float]:
-    """Per verifier: passed / applicable (NaN when it applied to no sample), and the not-applicable share."""
+    """Per verifier: passed / applicable (NaN when it applied to no sample), the mean score where it applied
+    (for the facts verifier, 1 - Hall(theta)), and the not-applicable share."""
     rates = {}
     for k, label in enumerate(labels):
         applied = [b.passed[k] for b in breakdowns if b.passed[k] is not None]
+        scores = [b.scores[k] for b in breakdowns if b.scores[k] is not None]
         rates[f"verifier/{label}/pass_rate"] = float(np.mean(applied)) if applied else float("nan")
+        rates[f"verifier/{label}/mean_score"] = float(np.mean(scores)) if scores else float("nan")
         rates[f"verifier/{label}/not_applicable"] = 1.0 - len(applied) / max(1, len(breakdowns))
     return rates

@@ -62,3 +62,6 @@ class Demonstration:
     """The name (in the episode's tools) of the tool the demonstration calls."""
     args: CallArgs = CallArgs.expression
     """What the call's args are, taken from the question."""
+    answer: str = "#### {answer}"
+    """The final turn after the tool's result: {answer} is the task's reference answer, {solution} its worked
+    answer (e.g. "{solution}" for the knowledge base's answer sentences)."""

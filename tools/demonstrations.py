@@ -5,9 +5,9 @@ the real environment, so the ids and their boundaries are the ones an episode ha
              the model's call (learned)                     the tool's result        the final turn (learned)
                                                             (masked: the environment's, never the model's)
 
-The call's args come from the question (Demonstration.args); the final turn states the reference answer.
-A demonstration whose tool fails, or whose result does not hold the reference answer, is an error: SFT would
-teach the model to ignore its tool."""
+The call's args come from the question (Demonstration.args); the final turn states the reference answer
+(Demonstration.answer). A demonstration whose tool fails, or whose result does not hold the reference answer,
+is refused (NoDemonstration): SFT on it would teach the model to answer past its tool."""
 from __future__ import annotations
 
 import re
@@ -19,6 +19,10 @@ from tools.environment import CALL_CLOSE, CALL_OPEN, RESULT_CLOSE, RESULT_OPEN, 
 
 ARITHMETIC = re.compile(r"[\d(][\d\s+\-*/().]*[\d)]")
 OPERATOR = re.compile(r"\d\s*[-+*/]\s*[\d(]|\)\s*[-+*/]")
+
+
+class NoDemonstration(ValueError):
+    """The tool's answer to this task's call does not hold the reference answer (or the call failed)."""
 
 
 @dataclass
@@ -45,9 +49,10 @@ def demonstration(env: Environment, task: Task, demo: Demonstration, tokenizer) 
     result = tokenizer.decode(step.observation, skip_special_tokens=False)
     inner = result.removeprefix(RESULT_OPEN).removesuffix(RESULT_CLOSE)
     if step.done or step.reward_parts.get("tool_errors") or task.sample.answer not in inner:
-        raise ValueError(f"demonstration for {task.sample.prompt[:80]!r}: the {demo.tool} call answered "
-                         f"{result[:120]!r}, which does not hold the answer {task.sample.answer!r}")
-    final = tokenizer(f"\n#### {task.sample.answer}", add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        raise NoDemonstration(f"demonstration for {task.sample.prompt[:80]!r}: the {demo.tool} call answered "
+                              f"{result[:120]!r}, which does not hold the answer {task.sample.answer!r}")
+    text = "\n" + demo.answer.format(answer=task.sample.answer, solution=task.solution)
+    final = tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
     if not env.step(final).done:
         raise ValueError("demonstration: the environment did not end the episode at the final answer")
     return DemoTarget(call + step.observation + final, [1] * len(call) + [0] * len(step.observation) + [1] * len(final))

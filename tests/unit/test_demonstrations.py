@@ -8,7 +8,7 @@ from data.tasks import Task
 from data.tokenizer import train_tokenizer
 from rollout.types import FinishReason, Rollout
 from tools.config import CallArgs, Demonstration, EpisodeConfig, ToolSpec
-from tools.demonstrations import call_args, demonstration
+from tools.demonstrations import NoDemonstration, call_args, demonstration
 from tools.environment import make_environments
 from trainers.loops.alignment import episode_stats
 from verifiers.types import Sample
@@ -48,7 +48,7 @@ def test_a_demonstration_whose_tool_answers_wrong_is_refused(tokenizer):
     cfg = EpisodeConfig(tools=[ToolSpec("tests.fixtures.tools:off_by_one", name="calculator")])
     [env] = make_environments(cfg, tokenizer, 1)
     task = Task(Sample(prompt="What is 1234 + 5678?", answer="6912"), [7], "")
-    with pytest.raises(ValueError, match="does not hold the answer '6912'"):
+    with pytest.raises(NoDemonstration, match="does not hold the answer '6912'"):
         demonstration(env, task, Demonstration(), tokenizer)
 
 
@@ -79,3 +79,20 @@ def test_sft_demonstrations_need_the_tool_in_sfts_episode():
         load_job_config("configs/tools.yaml", ["sft.episode=null"])
     with pytest.raises(ConfigError, match="must be one of sft.episode's tools \\(calculator\\)"):
         load_job_config("configs/tools.yaml", ["sft.demonstrate.tool=search"])
+
+
+def test_a_search_demonstration_looks_the_person_up_in_the_knowledge_base_and_answers_with_the_sentence(tokenizer):
+    from data.knowledge import KnowledgeConfig, reading_tasks
+    kb = {"people": 4, "practice_people": 8, "reading_fraction": 0.5, "context_chunks": 2, "seed": 3}
+    [(sample, sentence)] = reading_tasks(KnowledgeConfig(**kb), "train_closed_book", 1)
+    assert sample.prompt.endswith("?") and "[1]" not in sample.prompt        # closed book: the bare question
+    cfg = EpisodeConfig(tools=[ToolSpec("search", options={"knowledge": kb, "top_k": 1})])
+    [env] = make_environments(cfg, tokenizer, 1)
+    demo = demonstration(env, Task(sample, [7], sentence),
+                         Demonstration("search", CallArgs.question, "{solution}"), tokenizer)
+    text = tokenizer.decode(demo.ids, skip_special_tokens=True)
+    assert text.startswith(f"<tool>search: {sample.prompt}</tool><result>[1] ")
+    assert text.endswith(f"</result>\n{sentence}") and sample.answer in sentence
+    looked_up = tokenizer.decode([t for t, m in zip(demo.ids, demo.mask) if m == 0])
+    person = sample.id.split("/")[0]
+    assert person in looked_up and sentence in looked_up                  # the person's own document came back

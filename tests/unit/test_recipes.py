@@ -12,6 +12,7 @@ ROLES = {  # the roles each recipe's stages start, over all its stages
     "tiny.yaml": {"learner", "rollout", "verifier", "reward_model", "reference", "critic"},
     "gsm8k_smollm2_cpu.yaml": {"learner", "rollout", "verifier", "reference"},
     "tools.yaml": {"learner", "rollout", "verifier", "reference"},
+    "tools_search.yaml": {"learner", "rollout", "verifier"},
     "gpu/grpo_gsm8k.yaml": {"learner", "rollout", "verifier", "reference"},
     "gpu/ppo_rm.yaml": {"learner", "rollout", "reward_model", "reference", "critic"},
 }

@@ -25,6 +25,7 @@ def test_rubric_weights_applicable_verdicts_and_marks_the_rest():
     rates = pass_rates(out, ["math", "format"])
     assert rates["verifier/math/pass_rate"] == 1.0 and rates["verifier/math/not_applicable"] == 0.5
     assert rates["verifier/format/pass_rate"] == 0.5
+    assert rates["verifier/math/mean_score"] == 1.0 and rates["verifier/format/mean_score"] == pytest.approx(0.75)
     with pytest.raises(ValueError, match="2 verdicts for 3 weighted"):
         rubric_rewards([1.0, 1.0, 1.0], verdicts)
 

@@ -109,7 +109,8 @@ def held_out_measures(roles: Roles, tasks: list[Task], cfg: TasksConfig, groups:
     flat = [r for g in groups for r in g]
     scored = roles.rewarder.score([t for t, g in zip(tasks, groups) for _ in g], flat, roles.rewarder.all_terms)
     out = {f"{prefix}/response_tokens": float(np.mean([len(r.response_ids) for r in flat]))}
-    if roles.rewarder.pool is not None:
+    if roles.rewarder.pool is not None:              # per verifier: the mean score (the facts verifier's: 1 - Hall)
+        out.update({f"{prefix}/{k}": v for k, v in scored.pass_rates.items() if k.endswith("/mean_score")})
         correct = scored.passed.reshape(len(tasks), cfg.eval_samples).sum(1)
         out[f"{prefix}/pass@1"] = float(np.mean([pass_at_k(cfg.eval_samples, int(c), 1) for c in correct]))
         out[f"{prefix}/pass@{cfg.eval_k}"] = float(np.mean([pass_at_k(cfg.eval_samples, int(c), cfg.eval_k)

@@ -15,6 +15,7 @@ rsft (the paper's rejection-sampling fine-tuning, RAFT), for each round:
     sync      the new weights -> rollout workers, after the generate calls already queued on them"""
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from tqdm import tqdm
 from data.config import TasksConfig
 from data.tasks import Task, answer_ids
 from evals.metrics import MetricsLog, PhaseTimer
-from tools.demonstrations import DemoTarget, demonstration
+from tools.demonstrations import DemoTarget, NoDemonstration, demonstration
 from tools.environment import make_environments
 from trainers.align_config import KeepRule, RsftConfig, SftConfig
 from trainers.learners.batches import TokenBatch
@@ -45,6 +46,8 @@ from trainers.loops.alignment import (
 from trainers.loops.checkpoints import Checkpoints, DriverState
 from trainers.loops.rollout_stream import staleness_record
 
+logger = logging.getLogger(__name__)
+
 
 def sft_update(policy, prompts: list[list[int]], answers: list[list[int]], pad_id: int, ranks: int,
                answer_masks: list[list[int]] | None = None) -> tuple[float, int]:
@@ -60,7 +63,9 @@ def sft_update(policy, prompts: list[list[int]], answers: list[list[int]], pad_i
 def run_sft(roles: Roles, cfg: SftConfig, tasks_cfg: TasksConfig, train: list[Task], held_out: list[Task],
             rows: int, ranks: int, tokenizer, stage_dir: Path, seed: int, resume: bool) -> Path:
     checkpoints, log = Checkpoints(stage_dir / "checkpoints"), MetricsLog(stage_dir)
-    demos = tool_demonstrations(train, cfg, tokenizer) if cfg.demonstrate is not None else None
+    demos = None
+    if cfg.demonstrate is not None:
+        train, demos = tool_demonstrations(train, cfg, tokenizer)
     state = begin_stage(roles, checkpoints, log, "sft", resume, held_out, tasks_cfg, seed, cfg.episode)
     timer = PhaseTimer()
     bar = tqdm(total=cfg.steps, initial=state.step, desc="sft", unit="step", dynamic_ncols=True)
@@ -92,11 +97,22 @@ def run_sft(roles: Roles, cfg: SftConfig, tasks_cfg: TasksConfig, train: list[Ta
                         ["train/loss", "eval/pass@1", f"eval/pass@{tasks_cfg.eval_k}", *tools])
 
 
-def tool_demonstrations(train: list[Task], cfg: SftConfig, tokenizer) -> list[DemoTarget]:
-    """One demonstration per training task (the driver runs the tool; tools/demonstrations.py)."""
+def tool_demonstrations(train: list[Task], cfg: SftConfig, tokenizer) -> tuple[list[Task], list[DemoTarget]]:
+    """The training tasks that have a demonstration, and theirs (the driver runs the tool; tools/demonstrations.py).
+    Tasks whose tool answer misses the reference are dropped and counted in the log; none left is an error."""
     env = make_environments(cfg.episode, tokenizer, 1)[0]
-    return [demonstration(env, t, cfg.demonstrate, tokenizer)
-            for t in tqdm(train, desc="demonstrations", unit="task", dynamic_ncols=True)]
+    kept, demos, missed = [], [], []
+    for task in tqdm(train, desc="demonstrations", unit="task", dynamic_ncols=True):
+        try:
+            demos.append(demonstration(env, task, cfg.demonstrate, tokenizer))
+            kept.append(task)
+        except NoDemonstration as e:
+            missed.append(str(e))
+    if missed:
+        logger.warning("sft.demonstrate: %d of %d tasks dropped, e.g. %s", len(missed), len(train), missed[0])
+    if not kept:
+        raise ValueError(f"sft.demonstrate: no task has a demonstration ({missed[0]})")
+    return kept, demos
 
 
 def kept_indices(rewards: np.ndarray, cfg: RsftConfig) -> list[int]:
