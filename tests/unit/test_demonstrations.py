@@ -96,3 +96,18 @@ def test_a_search_demonstration_looks_the_person_up_in_the_knowledge_base_and_an
     looked_up = tokenizer.decode([t for t, m in zip(demo.ids, demo.mask) if m == 0])
     person = sample.id.split("/")[0]
     assert person in looked_up and sentence in looked_up                  # the person's own document came back
+
+
+def test_sft_keeps_the_tasks_with_a_demonstration_and_counts_the_dropped(tokenizer, caplog):
+    from trainers.align_config import SftConfig
+    from trainers.loops.sft import tool_demonstrations
+    cfg = SftConfig(episode=EpisodeConfig(tools=[ToolSpec("tests.fixtures.tools:off_by_one", name="calculator")]),
+                    demonstrate=Demonstration())
+    tasks = [Task(Sample(prompt=f"What is {a} + 1?", answer=str(answer)), [7], "") for a, answer in
+             ((10, 11), (20, 99), (30, 31))]                         # off_by_one answers a + 1: the second misses
+    kept, demos = tool_demonstrations(tasks, cfg, tokenizer)
+    assert kept == [tasks[0], tasks[2]] and len(demos) == 2
+    assert tokenizer.decode(demos[1].ids, skip_special_tokens=True).endswith("<result>31</result>\n#### 31")
+    assert "1 of 3 tasks dropped" in caplog.text
+    with pytest.raises(ValueError, match="no task has a demonstration"):
+        tool_demonstrations(tasks[1:2], cfg, tokenizer)
