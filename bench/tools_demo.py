@@ -72,7 +72,7 @@ def calculator(seeds: list[int], resume: bool) -> None:
         "well-formed calls (SFT / GRPO) | gain (points) |", "|---|---|---|---|---|---|---|---|", *rows,
         f"| mean | | | | | | | **{100 * np.mean(gains):+.1f}** |"])
     print(table)
-    write_section("tools_demo", "## Tool use that learns (`bench/tools_demo.py`)\n\n" + table)
+    write_section("tools_demo", "## The calculator demonstration (`bench/tools_demo.py`)\n\n" + table)
 
 
 def search(seeds: list[int], resume: bool) -> None:
