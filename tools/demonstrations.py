@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Optional
 
 from data.tasks import Task
-from tools.config import CallArgs, Demonstration
+from tools.config import CallArgs, Demonstration, EpisodeConfig
 from tools.environment import CALL_CLOSE, CALL_OPEN, RESULT_CLOSE, RESULT_OPEN, Environment
 
 ARITHMETIC = re.compile(r"[\d(][\d\s+\-*/().]*[\d)]")
@@ -29,6 +30,13 @@ class NoDemonstration(ValueError):
 class DemoTarget:
     ids: list[int]       # [A] the model's call, the tool's result, the final turn, EOS
     mask: list[int]      # [A] 1: the model's tokens (in the loss); 0: the result's
+
+
+def demonstration_fits(key: str, demo: Demonstration, episode: Optional[EpisodeConfig]) -> tuple[bool, str]:
+    """(whether the demonstration's tool is one the stage's episode offers, the config error if not)."""
+    offered = [t.label for t in episode.tools] if episode is not None else []
+    return demo.tool in offered, (f"{key}.demonstrate.tool={demo.tool}: must be one of {key}.episode's tools "
+                                  f"({', '.join(offered) or f'none: set {key}.episode'})")
 
 
 def call_args(question: str, kind: CallArgs) -> str:
