@@ -1,8 +1,8 @@
 """runs/<name>/report.md: what each stage of a pipeline did, from the metrics it logged.
 
 It opens with one row per stage (its headline held-out measure, start -> end, and its wall time) and the PNG
-curves each stage plotted, then the checks (the run's criteria, each met or MISSED) and every held-out measure
-at each stage's start and end.
+curves each stage plotted, then the checks (the run's criteria, each met or MISSED), the tool use of stages
+evaluated in episodes with tools, and every held-out measure at each stage's start and end.
 Nothing is recomputed here: the numbers are the stages' own."""
 from __future__ import annotations
 
@@ -28,6 +28,11 @@ MEASURES = {
     "dpo": ["eval/preference_accuracy", "eval/preference_accuracy/final", "eval/margin"],
 }
 PLOTS = ["loss.png", "accuracy.png", "curves.png"]
+# Stages evaluated in episodes with tools (eval/tools/...): the same held-out tasks answered in one turn and with
+# the tools, and how the calls went (trainers/loops/alignment.py:evaluate).
+TOOL_COLUMNS = {"pass@1, one turn (no tool answers)": "eval/pass@1", "pass@1 with the tools": "eval/tools/pass@1",
+                "well-formed calls": "eval/tools/well_formed_share", "tool calls per episode": "eval/tools/tool_calls",
+                "tool errors per episode": "eval/tools/tool_errors", "model turns per episode": "eval/tools/turns"}
 
 
 def headline(stage: str, records: list[dict]) -> str:
@@ -52,16 +57,31 @@ def first_last(records: list[dict], key: str) -> tuple[float, float] | None:
 
 
 def stage_rows(stage: str, records: list[dict]) -> list[str]:
-    """The stage's own measures, then the eval suites it ran (eval.in_stages)."""
+    """The stage's own measures, each verifier's mean score, then the eval suites it ran (eval.in_stages)."""
     rows = []
     counts = tuple(f"/{k}" for k in COUNTS)
     suites = sorted({k for r in records for k in r if k.startswith("evals/") and not k.endswith(counts)})
-    for key in MEASURES.get(stage, []) + suites:
+    verifiers = sorted({k for r in records for k in r if k.startswith(("eval/verifier/", "eval/tools/verifier/"))})
+    for key in MEASURES.get(stage, []) + verifiers + suites:
         pair = first_last(records, key)
         if pair is not None:
             start, end = pair
             rows.append(f"| {stage} | {key} | {start:.4g} | {end:.4g} | {end - start:+.4g} |")
     return rows
+
+
+def tool_table(found: dict[str, list[dict]]) -> list[str]:
+    """One row per stage that evaluated with tools: each TOOL_COLUMNS measure at its start -> end."""
+    stages = [s for s in found if first_last(found[s], TOOL_COLUMNS["pass@1 with the tools"]) is not None]
+    if not stages:
+        return []
+    lines = ["", "## Tool use, held out", "", "| stage | " + " | ".join(TOOL_COLUMNS) + " |",
+             "|---" * (len(TOOL_COLUMNS) + 1) + "|"]
+    for stage in stages:
+        pairs = [first_last(found[stage], key) for key in TOOL_COLUMNS.values()]
+        cells = ["" if p is None else f"{p[0]:.3g} -> {p[1]:.3g}" for p in pairs]
+        lines.append(f"| {stage} | " + " | ".join(cells) + " |")
+    return lines
 
 
 @dataclass(frozen=True)
@@ -94,6 +114,7 @@ def write_report(run_dir: Path, found: dict[str, list[dict]], seconds: dict[str,
         lines += [f"![{stage} {png}]({stage}/{png})" for png in PLOTS if (run_dir / stage / png).is_file()]
     if checks:
         lines += ["", "## Checks", ""] + [f"- {c.line()}" for c in checks] + ["", checks_line(checks)]
+    lines += tool_table(found)
     lines += ["", "## Held-out measures, at each stage's start and end", "",
               "| stage | measure | start | end | change |", "|---|---|---|---|---|"]
     for stage in stages:

@@ -136,6 +136,24 @@ def test_report_tables_and_checks(tmp_path):
     assert "| ppo | evals/sycophancy/T1/sycophancy | 0.25 | 0.25 | +0 |" in text
 
 
+def test_the_report_tabulates_tool_use_per_stage_evaluated_with_tools(tmp_path):
+    tools = {"eval/tools/well_formed_share": 0.5, "eval/tools/tool_calls": 1.25, "eval/tools/tool_errors": 0.25,
+             "eval/tools/turns": 2.0, "eval/tools/verifier/answer/mean_score": 0.125}
+    found = {"pretrain": [{"step": 0, "val/loss": 3.0}],
+             "sft": [{"step": 0, "eval/pass@1": 0.0, "eval/tools/pass@1": 0.0, **tools},
+                     {"step": 9, "eval/pass@1": 0.0625, "eval/tools/pass@1": 0.375, **tools,
+                      "eval/tools/well_formed_share": 0.96875, "eval/verifier/answer/mean_score": 0.5}],
+             "grpo": [{"step": 0, "eval/pass@1": 0.25}]}                        # evaluated without tools: no row
+    text = write_report(tmp_path, found, {}, []).read_text()
+    assert ("| stage | pass@1, one turn (no tool answers) | pass@1 with the tools | well-formed calls | "
+            "tool calls per episode | tool errors per episode | model turns per episode |") in text
+    assert "| sft | 0 -> 0.0625 | 0 -> 0.375 | 0.5 -> 0.969 | 1.25 -> 1.25 | 0.25 -> 0.25 | 2 -> 2 |" in text
+    assert "| grpo | 0.25" not in text.split("## Tool use, held out")[1].split("## Held-out")[0]
+    assert "| sft | eval/verifier/answer/mean_score | 0.5 | 0.5 | +0 |" in text
+    assert "| sft | eval/tools/verifier/answer/mean_score | 0.125 | 0.125 | +0 |" in text
+    assert "Tool use" not in write_report(tmp_path, {"grpo": found["grpo"]}, {}, []).read_text()
+
+
 def test_generated_tasks_carry_the_answer_and_optionally_the_worked_steps():
     from data.config import TaskSource
     from data.tasks import load_samples
