@@ -9,8 +9,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Optional
 
-from cluster.config import STAGE_ORDER, JobConfig, Stage
+from cluster.job import JobConfig
 from cluster.run_dir import RunDirError, RunPaths, policy_model
+from cluster.stages import STAGE_ORDER, Stage
 from evals.harness import StageEvals
 from tools.config import EpisodeConfig
 from trainers.align_config import CriticInit, PolicyUpdateConfig, PpoConfig

@@ -195,7 +195,7 @@ def _generate_file(args) -> int:
 
     from tqdm import tqdm
 
-    from cluster.config import ClusterConfig
+    from cluster.job import ClusterConfig
     from cluster.ray_cluster import connect
     from cluster.rollout_pool import RolloutPool
     from data.tokenizer import format_prompt, load_tokenizer
@@ -241,7 +241,7 @@ def _verify(args) -> int:
     from dataclasses import asdict
     from pathlib import Path
 
-    from cluster.config import ClusterConfig
+    from cluster.job import ClusterConfig
     from cluster.ray_cluster import connect
     from cluster.verifier_pool import VerifierPool
     from verifiers.config import VerifierPoolConfig, VerifierSpec

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cluster.config import JobConfig
+from cluster.job import JobConfig
 from cluster.ray_cluster import connect
 from evals.harness import VERIFIERS, EvalRow, run_suites, table, write_results
 

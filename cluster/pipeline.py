@@ -9,9 +9,10 @@ import time
 from pathlib import Path
 
 from cluster.align_stages import ALIGNMENT_STAGES
-from cluster.config import JobConfig, Stage
+from cluster.job import JobConfig
 from cluster.plan import check_plan, plan_roles
 from cluster.run_dir import RunDirError, RunPaths, check_run_dir, policy_model, prepare_run_dir, stage_done
+from cluster.stages import Stage
 
 
 def run_pipeline(job: JobConfig) -> RunPaths:

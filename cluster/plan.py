@@ -4,7 +4,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from cluster.config import ROLLOUT_STAGES, JobConfig, Stage
+from cluster.job import JobConfig
+from cluster.stages import ROLLOUT_STAGES, Stage
 
 
 @dataclass

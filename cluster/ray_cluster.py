@@ -7,7 +7,7 @@ from urllib.parse import urlparse
 
 import ray
 
-from cluster.config import ClusterConfig
+from cluster.job import ClusterConfig
 
 
 def cluster_address(cfg: ClusterConfig) -> str | None:

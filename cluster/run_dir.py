@@ -8,7 +8,9 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from cluster.config import POLICY_STAGES, STAGE_ORDER, ConfigError, JobConfig, Stage, load_job_config, to_yaml
+from cluster.config import ConfigError, load_job_config, to_yaml
+from cluster.job import JobConfig
+from cluster.stages import POLICY_STAGES, STAGE_ORDER, Stage
 
 
 @dataclass

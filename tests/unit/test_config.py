@@ -3,7 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from cluster.config import ConfigError, Stage, load_job_config
+from cluster.config import ConfigError, load_job_config
+from cluster.stages import Stage
 from data.config import Corruption
 
 
