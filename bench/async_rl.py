@@ -12,12 +12,14 @@ curves to docs/async_rl.png."""
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -37,8 +39,9 @@ def run(runs_dir: str, name: str, overrides: list[str], resume: bool) -> Path:
 
 
 def curve(stage_dir: Path) -> tuple[list[float], list[float], float, dict[str, float]]:
-    """(wall seconds at each evaluation, pass@1 there, the stage's mean staleness, per-step medians of the wait for
-    rollouts and of the update (seconds) and of the update's padding share before and after length-sorting)."""
+    """(wall seconds at each evaluation, pass@1 there, the stage's mean staleness, per-step medians of the step, of
+    the wait for rollouts and of the update (seconds) and of the update's padding share before and after
+    length-sorting)."""
     records = read_metrics(stage_dir / "metrics.jsonl")
     elapsed, seconds, scores = 0.0, [], []
     for r in records:
@@ -47,7 +50,7 @@ def curve(stage_dir: Path) -> tuple[list[float], list[float], float, dict[str, f
             seconds.append(elapsed)
             scores.append(r[PASS])
     stale = [r["async/staleness_mean"] for r in records if "async/staleness_mean" in r]
-    keys = ("time/generate", "time/update", "batch/padding_share_before", "batch/padding_share")
+    keys = ("time/step", "time/generate", "time/update", "batch/padding_share_before", "batch/padding_share")
     phases = {k: float(np.median([r[k] for r in records if k in r])) for k in keys}
     return seconds, scores, float(np.mean(stale)) if stale else 0.0, phases
 
@@ -109,11 +112,39 @@ def report(results: dict, seeds: list[int], bounds: list[int], args) -> str:
     lines.append("\nThe median step's wait for rollouts and its update (seconds) show where the time goes: the overlap "
                  "hides generation, and the update then shares the CPU with the engine; a worker with cores (or a "
                  "GPU) of its own would leave the update its speed.")
+    lines.append("\n" + overlap_floor(results, seeds, ROOT / args.runs_dir / f"k0_s{seeds[0]}" / "config.yaml"))
     plot(results, seeds, bounds, ROOT / "docs" / "async_rl.png")
     lines += ["", "![held-out pass@1 against wall time, per max_staleness and seed](async_rl.png)"]
     body = "\n".join(lines)
     write_section("async_rl", "## Asynchronous rollouts: GRPO at max_staleness 0, 1, 2 (bench/async_rl.py)\n\n" + body)
     return body
+
+
+def overlap_floor(results: dict, seeds: list[int], config: Path) -> str:
+    """The best wall ratio any overlap could reach here, from the synchronous runs' median step s, generation g and
+    update u: generation on the engine's threads and the update on the learners' share this machine's cores, so
+    together they take at least max(g, u, (g x engine threads + u x learner threads) / cores) a step."""
+    job = yaml.safe_load(config.read_text())
+    engine = job["rollout"]["threads_per_worker"] or max(1, int(job["rollout"]["cpus_per_worker"]))  # rollout_pool
+    learner = job["learner"]["num_ranks"] * job["learner"]["threads_per_rank"]
+    cores = os.cpu_count()
+    ratios = []
+    for seed in seeds:
+        phases = results[0, seed][3]
+        s, g, u = phases["time/step"], phases["time/generate"], phases["time/update"]
+        ratios.append((s - g - u + max(g, u, (g * engine + u * learner) / cores)) / s)
+    return (f"The floor on this machine: generation (engine threads: {engine}) and the update (learner threads: "
+            f"{learner}) share its {cores} cores, so a perfect overlap takes at least max(generate, update, "
+            f"(generate x {engine} + update x {learner}) / {cores}) a step, the rest of the step unchanged. From the "
+            f"synchronous runs' median phases that is **{np.mean(ratios):.2f}x** their step (mean over seeds; "
+            f"{', '.join(f'{r:.2f}x' for r in ratios)}): the 0.7x target is out of reach of any overlap on "
+            f"{cores} cores. With generation on devices of its own (a GPU cluster) the bound is max(generate, "
+            f"update) a step instead: **{np.mean([floor_apart(results[0, s][3]) for s in seeds]):.2f}x** here.")
+
+
+def floor_apart(phases: dict[str, float]) -> float:
+    s, g, u = phases["time/step"], phases["time/generate"], phases["time/update"]
+    return (s - g - u + max(g, u)) / s
 
 
 def plot(results: dict, seeds: list[int], bounds: list[int], path: Path) -> None:
