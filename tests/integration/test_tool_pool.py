@@ -5,6 +5,7 @@ import time
 
 import pytest
 import ray
+from ray.exceptions import RayActorError
 
 from cluster.rollout_pool import RolloutPool
 from cluster.tool_pool import ToolPool
@@ -45,6 +46,17 @@ def test_misbehaving_tools_cost_one_observation_and_a_lost_worker_is_replaced(ra
         pool.shutdown()
 
 
+def wait_dead(actor, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            ray.get(actor.stuck.remote(), timeout=5.0)
+        except RayActorError:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"a killed tool worker still answers after {timeout_s:.0f}s")
+
+
 def test_rollout_workers_send_episode_tool_calls_to_the_pool(ray_cluster, tiny_corpus):
     tok = load_tokenizer(tiny_corpus / "tokenizer")
     cfg = EpisodeConfig(tools=[ToolSpec("calculator")], environment="tests.fixtures.environments:CallsEachTurn",
@@ -62,6 +74,7 @@ def test_rollout_workers_send_episode_tool_calls_to_the_pool(ray_cluster, tiny_c
             assert [i for i, m in zip(e.response_ids, e.sampled_mask()) if not m] == expected
             assert e.env_parts == {"tool_errors": 0.0} and e.turns == 3
         ray.kill(tools.workers[0])                   # dies between steps: the next call for episodes heals first
+        wait_dead(tools.workers[0])                  # ray.kill only asks; under load the death can lag behind
         again = rollout.submit_episodes(tasks[:1], Sampling(temperature=1.0, max_new_tokens=8, seed=2), cfg).result()
         assert tools.restarts == 1 and again[0].env_parts == {"tool_errors": 0.0}
     finally:
