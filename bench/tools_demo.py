@@ -47,8 +47,8 @@ def last(run_dir: Path, stage: str, key: str) -> float:
 
 def calculator(seeds: list[int], resume: bool) -> None:
     rows, gains = [], []
-    for seed in seeds:
-        tools = run("configs/tools.yaml", f"tools-s{seed}", [f"seed={seed}"], resume)
+    tool_runs = {seed: run("configs/tools.yaml", f"tools-s{seed}", [f"seed={seed}"], resume) for seed in seeds}
+    for seed, tools in tool_runs.items():       # the tool arms first: each no-tool arm starts from one's pretraining
         plain = run("configs/tools.yaml", f"tools-notool-s{seed}",
                     [f"seed={seed}", "stages=[sft,grpo]", "checks=[]", f"model.path={tools / 'pretrain' / 'model'}",
                      "sft.demonstrate=null", "sft.episode=null", "grpo.episode=null"], resume)
