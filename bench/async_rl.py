@@ -19,11 +19,11 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from bench.report import write_section  # noqa: E402
+from cluster.config import load_job_config  # noqa: E402
 from evals.metrics import png, read_metrics  # noqa: E402
 
 PASS = "eval/pass@1"
@@ -123,28 +123,26 @@ def report(results: dict, seeds: list[int], bounds: list[int], args) -> str:
 def overlap_floor(results: dict, seeds: list[int], config: Path) -> str:
     """The best wall ratio any overlap could reach here, from the synchronous runs' median step s, generation g and
     update u: generation on the engine's threads and the update on the learners' share this machine's cores, so
-    together they take at least max(g, u, (g x engine threads + u x learner threads) / cores) a step."""
-    job = yaml.safe_load(config.read_text())
-    engine = job["rollout"]["threads_per_worker"] or max(1, int(job["rollout"]["cpus_per_worker"]))  # rollout_pool
-    learner = job["learner"]["num_ranks"] * job["learner"]["threads_per_rank"]
+    together they take at least max(g, u, (g x engine threads + u x learner threads) / cores) a step; on devices
+    of their own, max(g, u)."""
+    job = load_job_config(config)
+    engine, learner = job.rollout.engine_threads, job.learner.num_ranks * job.learner.threads_per_rank
     cores = os.cpu_count()
-    ratios = []
-    for seed in seeds:
-        phases = results[0, seed][3]
+
+    def ratio(phases: dict[str, float], shared: bool) -> float:
         s, g, u = phases["time/step"], phases["time/generate"], phases["time/update"]
-        ratios.append((s - g - u + max(g, u, (g * engine + u * learner) / cores)) / s)
+        overlapped = max(g, u, (g * engine + u * learner) / cores if shared else 0.0)
+        return (s - g - u + overlapped) / s
+
+    here = [ratio(results[0, seed][3], shared=True) for seed in seeds]
+    apart = np.mean([ratio(results[0, seed][3], shared=False) for seed in seeds])
     return (f"The floor on this machine: generation (engine threads: {engine}) and the update (learner threads: "
             f"{learner}) share its {cores} cores, so a perfect overlap takes at least max(generate, update, "
             f"(generate x {engine} + update x {learner}) / {cores}) a step, the rest of the step unchanged. From the "
-            f"synchronous runs' median phases that is **{np.mean(ratios):.2f}x** their step (mean over seeds; "
-            f"{', '.join(f'{r:.2f}x' for r in ratios)}): the 0.7x target is out of reach of any overlap on "
+            f"synchronous runs' median phases that is **{np.mean(here):.2f}x** their step (mean over seeds; "
+            f"{', '.join(f'{r:.2f}x' for r in here)}): the 0.7x target is out of reach of any overlap on "
             f"{cores} cores. With generation on devices of its own (a GPU cluster) the bound is max(generate, "
-            f"update) a step instead: **{np.mean([floor_apart(results[0, s][3]) for s in seeds]):.2f}x** here.")
-
-
-def floor_apart(phases: dict[str, float]) -> float:
-    s, g, u = phases["time/step"], phases["time/generate"], phases["time/update"]
-    return (s - g - u + max(g, u)) / s
+            f"update) a step instead: **{apart:.2f}x** here.")
 
 
 def plot(results: dict, seeds: list[int], bounds: list[int], path: Path) -> None:

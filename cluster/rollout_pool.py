@@ -32,8 +32,7 @@ MAX_RESTARTS_PER_CALL = 3
 
 
 def worker_env(cfg: RolloutConfig) -> dict[str, str]:
-    threads = cfg.threads_per_worker or max(1, int(cfg.cpus_per_worker))
-    return {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "OMP_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false",
+    return {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "OMP_NUM_THREADS": str(cfg.engine_threads), "TOKENIZERS_PARALLELISM": "false",
             "HF_HUB_OFFLINE": "1"}
 
 

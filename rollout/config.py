@@ -60,3 +60,8 @@ class RolloutConfig:
     lora_rank: int = 0
     """vLLM only: serve a LoRA adapter of at most this rank (1, 8, 16, 32, 64, ...) on the unchanged base
     model; with learner.lora, a weight sync then moves the adapter alone. 0: off (a sync moves merged weights)."""
+
+    @property
+    def engine_threads(self) -> int:
+        """The threads each worker's engine computes on: threads_per_worker, else cpus_per_worker (at least 1)."""
+        return self.threads_per_worker or max(1, int(self.cpus_per_worker))
