@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from modeling.attention import attention_for
 from modeling.model import ModelHead, compile_blocks, computes_in_bf16, load_model, role_device
 from rollout.weight_sync import BucketSender, DeviceId, TensorSpec, device_id, open_sender
 from trainers.config import LearnerConfig, Optimizer, Regulariser
@@ -72,7 +73,7 @@ class Learner:
         torch.distributed.init_process_group(backend, init_method=f"tcp://{master_addr}:{port}", rank=self.rank,
                                              world_size=self.world_size, timeout=timeout)
         deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False, timeout=timeout)
-        model = load_model(model_dir, head).to(self.device)
+        model = attention_for(load_model(model_dir, head).to(self.device), self.device)
         if self.cfg.compile:
             compile_blocks(model)
         if cfg_lora := self.cfg.lora:

@@ -13,10 +13,12 @@ class ReferencePolicy:
     def __init__(self, model_dir: str, batch_size: int, precision: Precision, gpus: float = 0.0, threads: int = 1):
         """precision: the learners' (auto resolves on this actor's device as on a learner rank's); gpus: the
         share of a GPU Ray reserved for it (> 0: it computes there)."""
+        from modeling.attention import attention_for
         from modeling.model import computes_in_bf16, load_causal_lm, role_device
         torch.set_num_threads(threads)
         self.device = role_device(gpus, "reference policy")
-        self.model = load_causal_lm(model_dir).eval().to(self.device)        # fp32 weights, as the learners'
+        # fp32 weights and the attention of the learners', so that KL is exactly 0 before the first update
+        self.model = attention_for(load_causal_lm(model_dir).eval().to(self.device), self.device)
         self.batch_size, self.bf16 = batch_size, computes_in_bf16(precision, self.device)
 
     def device_type(self) -> str:
