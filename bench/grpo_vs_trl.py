@@ -6,8 +6,8 @@
 Same model (the demo's policy), same prompts in the same order per step, group size, sampling
 temperature 1, learning rate and step count, at two response lengths: short answers (the model stops
 itself, at most 32 new tokens) and completions of exactly 128 tokens (min = max new tokens). No KL term
-on either side. TRL is on-policy with one optimizer step per batch, at its faster precision (fp32 or bf16,
-both measured), gradient checkpointing off. tether runs twice: synchronous (as configs/tiny.yaml sets
+on either side. TRL is on-policy with one optimizer step per batch, at its fastest of three settings (fp32 and
+bf16 with transformers' sdpa attention, bf16 with eager attention; all measured), gradient checkpointing off. tether runs twice: synchronous (as configs/tiny.yaml sets
 grpo) and with async rollouts (grpo.async_rollout.max_staleness 1: the workers sample step s+1 while the
 learners train on step s). Reported per run: the median wall seconds per step (step 1 left out: warm-up),
 rollout tokens per wall second, the reward gained per wall minute, tether's per-phase split and how much of
@@ -87,11 +87,20 @@ def trl_venv(python: Path) -> Path:
     return python
 
 
-def run_trl(python: Path, model: Path, prompts: Path, args, max_new: int, min_new: int, bf16: int, out: Path) -> dict:
+TRL_ARMS = [(0, "sdpa"), (1, "sdpa"), (1, "eager")]   # (bf16, attention): TRL's default, and its faster settings here
+
+
+def trl_arm_name(arm: tuple[int, str]) -> str:
+    return f"{'bf16' if arm[0] else 'fp32'}, {arm[1]}"
+
+
+def run_trl(python: Path, model: Path, prompts: Path, args, max_new: int, min_new: int, arm: tuple[int, str],
+            out: Path) -> dict:
     command = [str(python), str(ROOT / "bench/trl_grpo.py"), "--model", str(model), "--prompts", str(prompts),
                "--steps", str(args.steps), "--prompts-per-step", str(args.prompts_per_step), "--group-size",
                str(args.group_size), "--max-new-tokens", str(max_new), "--min-new-tokens", str(min_new),
-               "--temperature", "1.0", "--lr", str(LR), "--bf16", str(bf16), "--out", str(out)]
+               "--temperature", "1.0", "--lr", str(LR), "--bf16", str(arm[0]), "--attn-implementation", arm[1],
+               "--out", str(out)]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=3600)
     if done.returncode != 0:
         raise RuntimeError(f"TRL run failed:\n{done.stderr[-3000:]}")
@@ -138,8 +147,8 @@ def main() -> None:
         write_prompts(args.model, args.steps, args.prompts_per_step, prompts)
         for label, max_new, min_new in SETTINGS:
             ours = {k: run_tether(args.model, args, max_new, min_new, Path(tmp) / "runs", k) for k in (0, 1)}
-            theirs = {bf16: run_trl(python, args.model, prompts, args, max_new, min_new, bf16,
-                                    Path(tmp) / f"trl_{max_new}_{bf16}.json") for bf16 in (0, 1)}
+            theirs = {arm: run_trl(python, args.model, prompts, args, max_new, min_new, arm,
+                                   Path(tmp) / f"trl_{max_new}_{arm[0]}_{arm[1]}.json") for arm in TRL_ARMS}
             best = min(theirs, key=lambda b: figures(theirs[b])[0])
             trl_step, trl_tokens, trl_gain = figures(theirs[best])
             hidden = 1 - ours[1]["phases"]["generate"] / ours[0]["phases"]["generate"]
@@ -150,9 +159,9 @@ def main() -> None:
                 rows.append(f"| {label} | {arm} | {step:.2f} | {step / trl_step:.2f}x | {tokens:.0f} | {gain:+.3f} | "
                             f"{split} | {overlap} |")
                 print(rows[-1], flush=True)
-            other = theirs[1 - best]
-            rows.append(f"| {label} | TRL {'bf16' if best else 'fp32'} (other precision: "
-                        f"{figures(other)[0]:.2f} s/step) | {trl_step:.2f} | 1.00x | {trl_tokens:.0f} | "
+            others = "; ".join(f"{trl_arm_name(a)} {figures(theirs[a])[0]:.2f}" for a in TRL_ARMS if a != best)
+            rows.append(f"| {label} | TRL {trl_arm_name(best)} (other settings, s/step: {others}) | {trl_step:.2f} "
+                        f"| 1.00x | {trl_tokens:.0f} | "
                         f"{trl_gain:+.3f} | "
                         f"generate {theirs[best]['generate']:.2f} | none |")
             print(rows[-1], flush=True)
@@ -164,9 +173,10 @@ def main() -> None:
 
 `.venv/bin/python bench/grpo_vs_trl.py --model {model} --steps {args.steps}`: {args.steps} steps of
 {args.prompts_per_step} prompts x {args.group_size} responses on the demo's policy, temperature 1, lr {LR}, no KL
-term; medians over steps 2..{args.steps}. TRL at its faster precision (the other in brackets), gradient
-checkpointing off, its own `generate` (two threads); tether with one vLLM worker thread, a verifier worker and two
-DeepSpeed ranks of one thread each, as configs/tiny.yaml sets them, synchronous and with async rollouts. Tokens/s
+term; medians over steps 2..{args.steps}. TRL at its fastest of fp32 and bf16 with transformers' sdpa attention and
+bf16 with eager attention (the others in brackets), gradient checkpointing off, its own `generate` (two threads); tether with one vLLM worker thread, a verifier worker and two
+DeepSpeed ranks of one thread each, as configs/tiny.yaml sets them (attention as modeling/attention.py computes it
+on the CPU), synchronous and with async rollouts. Tokens/s
 are rollout tokens per wall second of the whole step; reward/min is the mean reward of the last 5 steps minus
 that of the first 5, per wall minute of the run. Target (issue 24): tether at most 0.5x TRL's time per step.
 The reward columns compare only on short answers: TRL's script scores the number after the last `####`, tether's

@@ -2,6 +2,7 @@
 
     .venv-trl/bin/python bench/trl_grpo.py --model DIR --prompts FILE.jsonl --steps S --prompts-per-step P \
         --group-size G --max-new-tokens L --temperature 1.0 --lr 1e-5 --bf16 {0,1} --out result.json [--seed 0]
+        [--attn-implementation sdpa|eager]
 
 Runs in its own venv (bench/trl-requirements.txt), never imports tether. Each optimizer step takes the next P rows
 of FILE.jsonl in file order (wrapping around), samples G completions of at most L new tokens for each with TRL's own
@@ -56,6 +57,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--gradient-checkpointing", type=int, choices=(0, 1), default=0,
                    help="TRL defaults to 1; it trades compute for memory, which a 6M model does not need")
     p.add_argument("--torch-compile", type=int, choices=(0, 1), default=0)
+    p.add_argument("--attn-implementation", default="sdpa", choices=("sdpa", "eager"),
+                   help="transformers' attention for the policy (eager: explicit scores, faster backwards on the CPU)")
     p.add_argument("--cache-implementation", default=None, help="generate's KV cache, e.g. static (default dynamic)")
     p.add_argument("--continuous-batching", type=int, choices=(0, 1), default=0,
                    help="transformers' continuous-batching generate_batch instead of generate")
@@ -149,7 +152,7 @@ def build_config(a: argparse.Namespace, output_dir: str) -> GRPOConfig:
         gradient_checkpointing=bool(a.gradient_checkpointing), torch_compile=bool(a.torch_compile),
         cache_implementation=a.cache_implementation, use_transformers_continuous_batching=bool(a.continuous_batching),
         logging_steps=1, report_to="none", save_strategy="no", eval_strategy="no", disable_tqdm=True,
-        dataloader_num_workers=0,
+        dataloader_num_workers=0, model_init_kwargs={"attn_implementation": a.attn_implementation},
         generation_kwargs={"min_new_tokens": a.min_new_tokens} if a.min_new_tokens else None,
     )
 
@@ -161,7 +164,7 @@ def settings(config: GRPOConfig) -> dict:
             "loss_type", "scale_rewards", "mask_truncated_completions", "learning_rate", "lr_scheduler_type",
             "optim", "weight_decay", "max_grad_norm", "adam_beta1", "adam_beta2", "bf16", "gradient_checkpointing",
             "torch_compile", "cache_implementation", "use_transformers_continuous_batching", "use_vllm",
-            "shuffle_dataset", "seed", "generation_kwargs"]
+            "shuffle_dataset", "seed", "generation_kwargs", "model_init_kwargs"]
     values = {k: getattr(config, k) for k in keys}
     return {k: v if isinstance(v, (int, float, str, bool, type(None))) else str(v) for k, v in values.items()}
 
