@@ -120,19 +120,23 @@ def report(results: dict, seeds: list[int], bounds: list[int], args) -> str:
     return body
 
 
+def overlapped_step(step: float, generate: float, update: float, engine: int, learner: int, cores: int | None) -> float:
+    """The shortest step a perfect overlap of a synchronous step's generation and update could take, the rest of the
+    step unchanged: generation on `engine` threads and the update on `learner` threads sharing `cores` take at least
+    max(g, u, (g x engine + u x learner) / cores); on devices of their own (cores None), max(g, u)."""
+    shared = (generate * engine + update * learner) / cores if cores else 0.0
+    return step - generate - update + max(generate, update, shared)
+
+
 def overlap_floor(results: dict, seeds: list[int], config: Path) -> str:
-    """The best wall ratio any overlap could reach here, from the synchronous runs' median step s, generation g and
-    update u: generation on the engine's threads and the update on the learners' share this machine's cores, so
-    together they take at least max(g, u, (g x engine threads + u x learner threads) / cores) a step; on devices
-    of their own, max(g, u)."""
+    """The best wall ratio any overlap could reach here, from the synchronous runs' median phases."""
     job = load_job_config(config)
     engine, learner = job.rollout.engine_threads, job.learner.num_ranks * job.learner.threads_per_rank
     cores = os.cpu_count()
 
     def ratio(phases: dict[str, float], shared: bool) -> float:
         s, g, u = phases["time/step"], phases["time/generate"], phases["time/update"]
-        overlapped = max(g, u, (g * engine + u * learner) / cores if shared else 0.0)
-        return (s - g - u + overlapped) / s
+        return overlapped_step(s, g, u, engine, learner, cores if shared else None) / s
 
     here = [ratio(results[0, seed][3], shared=True) for seed in seeds]
     apart = np.mean([ratio(results[0, seed][3], shared=False) for seed in seeds])
