@@ -7,8 +7,8 @@ Same model (the demo's policy), same prompts in the same order per step, group s
 temperature 1, learning rate and step count, at two response lengths: short answers (the model stops
 itself, at most 32 new tokens) and completions of exactly 128 tokens (min = max new tokens). No KL term
 on either side. TRL is on-policy with one optimizer step per batch, at its fastest of three settings (fp32 and
-bf16 with transformers' sdpa attention, bf16 with eager attention; all measured), gradient checkpointing off. tether runs three times: synchronous (as configs/tiny.yaml sets
-grpo) and with async rollouts (grpo.async_rollout.max_staleness 1: the workers sample step s+1 while the
+bf16 with transformers' sdpa attention, bf16 with eager attention; all measured), gradient checkpointing off. tether runs three times: synchronous and with async rollouts
+(grpo.async_rollout.max_staleness 1, as configs/tiny.yaml sets grpo: the workers sample step s+1 while the
 learners train on step s), on configs/tiny.yaml's two learner ranks, and async on one rank (the engine and the
 learner then each have a core). Reported per run: the median wall seconds per step (step 1 left out: warm-up),
 rollout tokens per wall second, the reward gained per wall minute, tether's per-phase split and how much of
