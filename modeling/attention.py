@@ -62,9 +62,9 @@ AttentionMaskInterface.register(CPU_ATTENTION, sdpa_mask)
 
 
 def attention_for(model: PreTrainedModel, device: torch.device) -> PreTrainedModel:
-    """`model` computing attention as fastest measured on `device`: with `cpu_attention` on the CPU (where the
-    model dispatches through transformers' attention functions, as every modern decoder does), transformers'
-    default elsewhere. Its saved config is unaffected."""
-    if device.type == "cpu":
+    """`model` computing attention as fastest measured on `device`: on the CPU, `cpu_attention` in place of
+    transformers' sdpa; elsewhere, and for a model that runs another attention (e.g. eager, which a model with
+    soft-capped scores needs), unchanged. Its saved config is unaffected."""
+    if device.type == "cpu" and model.config._attn_implementation == "sdpa":
         model.set_attn_implementation(CPU_ATTENTION)
     return model
