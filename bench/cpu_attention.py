@@ -78,7 +78,7 @@ def main() -> None:
         f"`.venv/bin/python bench/cpu_attention.py --repeats {args.repeats} --threads {args.threads}`: one training "
         "step (forward and backward, bf16 autocast, a token-mean log-likelihood) of the demo's Llama (configs/tiny.yaml's "
         "model, 4096-token vocabulary), every other row 20% right padding; medians of the repeats, the two "
-        "attentions interleaved. tether's learners, reference policy and reward-model workers on the CPU compute "
+        "attentions interleaved. tether's policy learners and reference policy on the CPU compute "
         f"attention explicitly (modeling/attention.py) on rows of at most {EXPLICIT_MAX_KEYS} keys and with "
         "transformers' sdpa beyond.",
         "",

@@ -21,11 +21,10 @@ class RewardModelWorker:
                  threads: int = 1):
         """precision: the learners' (the reward model trained under it); gpus: the share of a GPU Ray reserved
         for this worker (> 0: it computes there)."""
-        from modeling.attention import attention_for
         from modeling.model import computes_in_bf16, load_reward_model, role_device
         torch.set_num_threads(threads)
         self.device = role_device(gpus, "reward-model worker")
-        self.model = attention_for(load_reward_model(model_dir).eval().to(self.device), self.device)  # as trained
+        self.model = load_reward_model(model_dir).eval().to(self.device)
         self.pad_id = self.model.config.pad_token_id
         self.batch_size, self.bf16 = batch_size, computes_in_bf16(precision, self.device)
 
