@@ -35,6 +35,7 @@ PIPELINE=(name=gpu-check "runs_dir=$RUNS" "stages=[tokenizer,pretrain,sft,reward
   learner.num_ranks=1 learner.zero_stage=2 learner.micro_batch=16 learner.precision=bf16 learner.gpus_per_rank=0.25
   learner.cpus_per_rank=1 learner.threads_per_rank=1 learner.warmup_steps=5
   rollout.engine=reference rollout.colocate=true rollout.gpus_per_worker=0.2 rollout.cpus_per_worker=1
+  grpo.async_rollout.max_staleness=0   # colocated engines sleep while the learners train: nothing samples ahead
   rollout.dtype=bfloat16 reference.gpus=0.1 reference.cpus=0.5
   rewards.reward_model.gpus=0.1 rewards.reward_model.cpus=0.5
   "reward_model.pairs=[{name: chain_sum, count: 80, options: {max_digits: 2}}]" reward_model.steps=6

@@ -1,4 +1,6 @@
+import os
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -114,12 +116,24 @@ def test_missing_config_file():
     assert "does not exist" in error(path="configs/nope.yaml")
 
 
+def gpu_check_pipeline_overrides() -> list[str]:
+    """The overrides bench/gpu_check.sh runs configs/tiny.yaml with, as bash expands them."""
+    script = 'eval "$(sed -n "/^PIPELINE=(/,/)$/p" bench/gpu_check.sh)"; printf "%s\\n" "${PIPELINE[@]}"'
+    done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=30,
+                          env={**os.environ, "RUNS": "/tmp/gpu-check-runs"})
+    assert done.returncode == 0, done.stderr
+    return done.stdout.splitlines()
+
+
 @pytest.mark.parametrize("engine", ["vllm", "reference"])
-def test_colocated_gpu_recipe_loads(engine):
-    job = load_job_config("configs/tiny.yaml", ["rollout.colocate=true", "rollout.gpus_per_worker=0.5",
-                                                "learner.gpus_per_rank=0.5", "learner.num_ranks=1",
-                                                f"rollout.engine={engine}"])
-    assert job.rollout.colocate and job.rollout.gpus_per_worker + job.learner.gpus_per_rank == 1
+def test_the_gpu_checks_colocated_recipe_loads(engine):
+    overrides = gpu_check_pipeline_overrides()
+    assert "rollout.colocate=true" in overrides and len(overrides) > 40
+    job = load_job_config("configs/tiny.yaml", [*overrides, f"rollout.engine={engine}"])
+    assert job.rollout.colocate and job.grpo.async_rollout.max_staleness == 0
+    # the demo's grpo samples a step ahead, which colocated engines (asleep while the learners train) cannot
+    without = [o for o in overrides if not o.startswith("grpo.async_rollout.")]
+    assert "grpo.async_rollout.max_staleness=1: rollout.colocate" in error(*without, path="configs/tiny.yaml")
 
 
 @pytest.mark.parametrize("avx512_bf16, amx, expected", [(False, False, False), (True, False, True), (False, True, True)])
