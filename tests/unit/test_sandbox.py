@@ -109,7 +109,8 @@ for name, attempt in attempts.items():
 
 def test_memory_bomb_hits_the_memory_limit():
     code = "chunks = []\nwhile True:\n    chunks.append(bytearray(16 << 20))\n"
-    result = run_python(code, FAST)
+    # a wall clock no loaded machine reaches first (3 s did, with the 2 cores busy): only memory can stop it
+    result = run_python(code, SandboxLimits(wall_s=30.0, cpu_s=10, memory_mb=256))
     assert (result.status, result.reason) == (SandboxStatus.MEMORY_LIMIT, "memory limit 256 MB")
 
 
