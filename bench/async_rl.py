@@ -128,10 +128,14 @@ def overlapped_step(step: float, generate: float, update: float, engine: int, le
     return step - generate - update + max(generate, update, shared)
 
 
+def role_threads(job) -> tuple[int, int]:
+    """The threads a job's generation (its engine) and its update (all learner ranks) compute on."""
+    return job.rollout.engine_threads, job.learner.num_ranks * job.learner.threads_per_rank
+
+
 def overlap_floor(results: dict, seeds: list[int], config: Path) -> str:
     """The best wall ratio any overlap could reach here, from the synchronous runs' median phases."""
-    job = load_job_config(config)
-    engine, learner = job.rollout.engine_threads, job.learner.num_ranks * job.learner.threads_per_rank
+    engine, learner = role_threads(load_job_config(config))
     cores = os.cpu_count()
 
     def ratio(phases: dict[str, float], shared: bool) -> float:

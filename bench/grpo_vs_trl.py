@@ -29,7 +29,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from bench.async_rl import overlapped_step  # noqa: E402
+from bench.async_rl import overlapped_step, role_threads  # noqa: E402
 from evals.metrics import png  # noqa: E402
 
 SETTINGS = [("short answers", 32, 0), ("128-token completions", 128, 128)]
@@ -62,6 +62,26 @@ def tether_arm_name(arm: tuple[int, int]) -> str:
     staleness, ranks = arm
     return "tether, synchronous" if staleness == 0 else \
         f"tether, async (max_staleness {staleness}), {ranks} learner rank{'s' if ranks > 1 else ''}"
+
+
+def verdict(label: str, ours: dict, trl_step: float) -> str:
+    """tether's fastest arm against the 0.5x target, and the floor any overlap of the synchronous run's generation
+    and update could reach (on this machine's cores, and with generation on devices of its own)."""
+    from cluster.config import load_job_config
+    fastest = min(TETHER_ARMS, key=lambda arm: figures(ours[arm])[0])
+    ratio = figures(ours[fastest])[0] / trl_step
+    sync = ours[TETHER_ARMS[0]]
+    step, g, u = figures(sync)[0], sync["phases"]["generate"], sync["phases"]["update"]
+    engine, learner = role_threads(load_job_config(ROOT / "configs/tiny.yaml",
+                                                   [f"learner.num_ranks={TETHER_ARMS[0][1]}"]))
+    here = overlapped_step(step, g, u, engine, learner, os.cpu_count()) / trl_step
+    apart = overlapped_step(step, g, u, engine, learner, None) / trl_step
+    return (f"- {label}: tether's fastest ({tether_arm_name(fastest).removeprefix('tether, ')}) {ratio:.2f}x TRL: "
+            f"{'met' if ratio <= 0.5 else 'MISSED'}. From the synchronous run's phases (generate {g:.2f} s on "
+            f"{engine} engine thread{'s' if engine > 1 else ''}, update {u:.2f} s on {learner} learner "
+            f"thread{'s' if learner > 1 else ''}), a perfect overlap on these {os.cpu_count()} cores takes at least "
+            f"{here:.2f}x TRL's step, and {apart:.2f}x with generation on devices of its own "
+            f"(bench/async_rl.py's overlapped_step).")
 
 
 def run_tether(model: Path, args, max_new: int, min_new: int, runs: Path, arm: tuple[int, int]) -> dict:
@@ -165,11 +185,11 @@ def main() -> None:
                                    Path(tmp) / f"trl_{max_new}_{arm[0]}_{arm[1]}.json") for arm in TRL_ARMS}
             best = min(theirs, key=lambda b: figures(theirs[b])[0])
             trl_step, trl_tokens, trl_gain = figures(theirs[best])
-            sync = ours[TETHER_ARMS[0]]["phases"]["generate"]
+            sync_generate = ours[TETHER_ARMS[0]]["phases"]["generate"]
             for arm in TETHER_ARMS:
                 step, tokens, gain = figures(ours[arm])
                 split = ", ".join(f"{p} {v:.2f}" for p, v in ours[arm]["phases"].items())
-                hidden = 1 - ours[arm]["phases"]["generate"] / sync
+                hidden = 1 - ours[arm]["phases"]["generate"] / sync_generate
                 overlap = f"{hidden:.0%} of generation hidden" if arm[0] else "none"
                 rows.append(f"| {label} | {tether_arm_name(arm)} | {step:.2f} | {step / trl_step:.2f}x | {tokens:.0f} | {gain:+.3f} | "
                             f"{split} | {overlap} |")
@@ -180,18 +200,7 @@ def main() -> None:
                         f"{trl_gain:+.3f} | "
                         f"generate {theirs[best]['generate']:.2f} | none |")
             print(rows[-1], flush=True)
-            fastest = min(TETHER_ARMS, key=lambda arm: figures(ours[arm])[0])
-            ratio = figures(ours[fastest])[0] / trl_step
-            sync_step, phases = figures(ours[TETHER_ARMS[0]])[0], ours[TETHER_ARMS[0]]["phases"]
-            g, u = phases["generate"], phases["update"]
-            here = overlapped_step(sync_step, g, u, 1, TETHER_ARMS[0][1], os.cpu_count()) / trl_step
-            apart = overlapped_step(sync_step, g, u, 1, TETHER_ARMS[0][1], None) / trl_step
-            verdicts.append(f"- {label}: tether's fastest ({tether_arm_name(fastest).removeprefix('tether, ')}) "
-                            f"{ratio:.2f}x TRL: {'met' if ratio <= 0.5 else 'MISSED'}. From the synchronous run's "
-                            f"phases (generate {g:.2f} s on one engine thread, update {u:.2f} s on two learner "
-                            f"threads), a perfect overlap on these {os.cpu_count()} cores takes at least "
-                            f"{here:.2f}x TRL's step, and {apart:.2f}x with generation on devices of its own "
-                            f"(bench/async_rl.py's overlapped_step).")
+            verdicts.append(verdict(label, ours, trl_step))
             print(verdicts[-1], flush=True)
             curves[label] = {**{tether_arm_name(arm).removeprefix("tether, "): ours[arm] for arm in TETHER_ARMS},
                              f"TRL ({trl_arm_name(best)})": theirs[best]}

@@ -9,8 +9,8 @@ fast or faster. The scores of a short row are small ([B, H, T, T]), so writing t
 Under bf16 autocast the explicit scores are bf16 (as in transformers' eager attention), where the fused kernel
 keeps them in fp32. Policies (the learners' causal LM and the reference policy) use it; reward models and critics
 keep the fused kernel, because their small differences matter: with bf16 scores the demo's reward model reached
-0.63 and 0.59 held-out pair accuracy on seeds 1 and 2, where the fused kernel reached 0.71 on seed 1 (scores
-in fp32 here cost most of the speed: 1.06x at 160 tokens)."""
+0.63 and 0.59 held-out pair accuracy on seeds 1 and 2 (at 0a4594d), where the fused kernel reached 0.71 and
+0.69 (at 37348ef; docs/demo.md)."""
 from __future__ import annotations
 
 import torch
@@ -68,9 +68,10 @@ AttentionMaskInterface.register(CPU_ATTENTION, sdpa_mask)
 
 
 def attention_for(model: PreTrainedModel, device: torch.device) -> PreTrainedModel:
-    """A policy `model` computing attention as fastest measured on `device`: on the CPU, `cpu_attention` in place of
-    transformers' sdpa; elsewhere, and for a model that runs another attention (e.g. eager, which a model with
-    soft-capped scores needs), unchanged. Its saved config is unaffected."""
-    if device.type == "cpu" and model.config._attn_implementation == "sdpa":
+    """`model` computing attention as fastest measured on `device`: a policy (a model that generates) on the CPU
+    runs `cpu_attention` in place of transformers' sdpa. Elsewhere, a scalar-head model (reward model, critic: see
+    above) and a model that runs another attention (e.g. eager, which soft-capped scores need) are unchanged. Its
+    saved config is unaffected."""
+    if device.type == "cpu" and model.can_generate() and model.config._attn_implementation == "sdpa":
         model.set_attn_implementation(CPU_ATTENTION)
     return model

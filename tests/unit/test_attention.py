@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import LlamaConfig, LlamaForCausalLM, LlamaForSequenceClassification
 
 from modeling.attention import EXPLICIT_MAX_KEYS, attention_for, explicit_attention
 
@@ -76,11 +76,13 @@ def test_a_model_on_cpu_attention_matches_sdpa_in_logits_and_gradients(width, pa
         assert torch.allclose(p.grad, q.grad, atol=2e-5, rtol=1e-4), name
 
 
-def test_other_devices_and_other_attentions_are_kept_and_the_saved_config_names_none(tmp_path):
+def test_other_devices_other_attentions_and_scalar_heads_are_kept_and_the_saved_config_names_none(tmp_path):
     model = attention_for(tiny_llama(16), torch.device("cuda"))             # no GPU needed: nothing moves
     assert model.config._attn_implementation == "sdpa"
     eager = tiny_llama(16)
     eager.set_attn_implementation("eager")                                  # e.g. a model whose scores are soft-capped
     assert attention_for(eager, torch.device("cpu")).config._attn_implementation == "eager"
+    critic = LlamaForSequenceClassification(LlamaConfig(**tiny_llama(16).config.to_dict(), num_labels=1))
+    assert attention_for(critic, torch.device("cpu")).config._attn_implementation == "sdpa"   # scalar heads keep it
     attention_for(model, torch.device("cpu")).save_pretrained(tmp_path)
     assert "tether" not in json.dumps(json.loads((tmp_path / "config.json").read_text()))

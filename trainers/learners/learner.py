@@ -73,9 +73,7 @@ class Learner:
         torch.distributed.init_process_group(backend, init_method=f"tcp://{master_addr}:{port}", rank=self.rank,
                                              world_size=self.world_size, timeout=timeout)
         deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False, timeout=timeout)
-        model = load_model(model_dir, head).to(self.device)
-        if head == ModelHead.causal_lm:      # scalar heads keep the fused kernel: see modeling/attention.py
-            attention_for(model, self.device)
+        model = attention_for(load_model(model_dir, head).to(self.device), self.device)
         if self.cfg.compile:
             compile_blocks(model)
         if cfg_lora := self.cfg.lora:
